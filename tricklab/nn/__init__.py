@@ -1,0 +1,4 @@
+"""Layers with hand-written forward and backward passes."""
+
+from .module import Module, Sequential
+from .parameter import Parameter

@@ -1,0 +1,272 @@
+"""The module protocol: forward caches what backward needs; backward returns dLoss/dx.
+
+Every layer in tricklab is a :class:`Module` that writes out both passes by hand::
+
+    y  = m(x)            # forward: computes y, caches what the backward pass needs
+    gx = m.backward(gy)  # backward: given dLoss/dy returns dLoss/dx and *adds* into p.grad
+
+The order matters (the lecture's correction): ``backward`` computes the gradient for the previous
+layer with the weights as they were in the forward pass; the optimizer changes weights only after
+the whole backward pass is done.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from .parameter import Parameter
+
+DEFAULT_DTYPE = np.float32
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    """Validate a ``dtype=`` argument: float32 or float64."""
+    dt = np.dtype(dtype if dtype is not None else DEFAULT_DTYPE)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+class Module:
+    """Base class of every layer: parameters, buffers, children, train/eval mode, state_dict.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_output)``. Attributes assigned a
+    :class:`Parameter` or a :class:`Module` are registered automatically (as in PyTorch); buffers
+    (non-trainable state such as batch-norm statistics) are registered with ``register_buffer``.
+    """
+
+    def __init__(self, dtype=None):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "dtype", as_float_dtype(dtype))
+
+    # ----------------------------------------------------------------- registration
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._parameters and value is None:
+            self._parameters[name] = None
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._buffers.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """Non-trainable state that belongs in ``state_dict`` (e.g. ``running_mean``)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_parameter(self, name: str, value: Parameter | None) -> None:
+        self._parameters[name] = value
+        object.__setattr__(self, name, value)
+
+    # ----------------------------------------------------------------- passes
+    def forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _cast_input(self, x, name: str = "input") -> np.ndarray:
+        """Cast a floating input to the module's dtype; refuse integers and booleans clearly."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(
+                f"{type(self).__name__} expected a floating-point {name}, got dtype {x.dtype}; "
+                f"convert it first, e.g. x.astype(np.float32)"
+            )
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def _saved(self, attr: str):
+        """The value cached by forward for backward, or a clear error if forward was not run."""
+        value = getattr(self, attr, None)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return value
+
+    # ----------------------------------------------------------------- traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self) -> Iterator["Module"]:
+        return (m for m in self._modules.values() if m is not None)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for mod_name, mod in self.named_modules(prefix):
+            for name, p in mod._parameters.items():
+                if p is not None:
+                    yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for mod_name, mod in self.named_modules(prefix):
+            for name, b in mod._buffers.items():
+                if b is not None:
+                    yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    # ----------------------------------------------------------------- modes and grads
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def to(self, dtype) -> "Module":
+        """Convert every parameter and floating buffer of this module and its children in place."""
+        dt = as_float_dtype(dtype)
+        for m in self.modules():
+            object.__setattr__(m, "dtype", dt)
+            for p in m._parameters.values():
+                if p is not None:
+                    p.astype_(dt)
+            for name, b in list(m._buffers.items()):
+                if b is not None and np.issubdtype(b.dtype, np.floating):
+                    m.register_buffer(name, b.astype(dt))
+            m._on_dtype_change()
+        return self
+
+    def _on_dtype_change(self) -> None:
+        """Hook for modules that keep derived arrays (scratch buffers) of the old dtype."""
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Name -> copy of every parameter and buffer, with PyTorch's names and shapes."""
+        out: OrderedDict[str, np.ndarray] = OrderedDict()
+        for mod_name, mod in self.named_modules():
+            for name, p in mod._parameters.items():
+                if p is not None:
+                    out[f"{mod_name}.{name}" if mod_name else name] = p.data.copy()
+            for name, b in mod._buffers.items():
+                if b is not None:
+                    out[f"{mod_name}.{name}" if mod_name else name] = np.array(b, copy=True)
+        return out
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into parameters and buffers, cast to each one's dtype (as torch does).
+
+        ``state`` maps names to arrays (NumPy arrays, or anything ``np.asarray`` accepts, such as
+        CPU torch tensors). With ``strict`` missing or unexpected keys raise ``KeyError``; a shape
+        mismatch always raises ``ValueError`` naming the key.
+        """
+        own = {}
+        for mod_name, mod in self.named_modules():
+            for name in list(mod._parameters) + list(mod._buffers):
+                own[f"{mod_name}.{name}" if mod_name else name] = (mod, name)
+        if strict:
+            missing = sorted(set(own) - set(state))
+            unexpected = sorted(set(state) - set(own))
+            if missing or unexpected:
+                raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for key, value in state.items():
+            if key not in own:
+                continue
+            mod, name = own[key]
+            arr = _to_numpy(value)
+            if name in mod._parameters:
+                p = mod._parameters[name]
+                if arr.shape != p.data.shape:
+                    raise ValueError(f"load_state_dict: '{key}' has shape {arr.shape}, expected {p.data.shape}")
+                p.data[...] = arr.astype(p.data.dtype, copy=False)
+            else:
+                b = mod._buffers[name]
+                if b is not None and arr.shape != np.shape(b):
+                    raise ValueError(f"load_state_dict: '{key}' has shape {arr.shape}, expected {np.shape(b)}")
+                dt = b.dtype if b is not None else arr.dtype
+                mod.register_buffer(name, np.array(arr, dtype=dt, copy=True))
+
+    # ----------------------------------------------------------------- display
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, child in self._modules.items():
+                body = repr(child).replace("\n", "\n  ")
+                lines.append(f"\n  ({name}): {body}")
+            lines.append("\n")
+        lines.append(")")
+        return "".join(lines)
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor: no torch import needed
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class Sequential(Module):
+    """Modules applied in order: ``y = f_n(...f_2(f_1(x)))``; backward runs them in reverse.
+
+    Children are named "0", "1", ... so ``state_dict`` keys match ``torch.nn.Sequential``.
+    """
+
+    def __init__(self, *layers: Module):
+        super().__init__(dtype=layers[0].dtype if layers else None)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential argument {i} is {type(layer).__name__}, not a Module")
+            setattr(self, str(i), layer)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, idx):
+        layers = list(self._modules.values())
+        if isinstance(idx, slice):
+            return Sequential(*layers[idx])
+        return layers[idx]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, layer: Module) -> "Sequential":
+        setattr(self, str(len(self._modules)), layer)
+        return self
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def backward(self, grad_output):
+        for layer in reversed(self._modules.values()):
+            grad_output = layer.backward(grad_output)
+        return grad_output
