@@ -1,4 +1,17 @@
-"""Layers with hand-written forward and backward passes."""
+"""Layers with hand-written forward and backward passes (PyTorch names and semantics)."""
 
+from . import init
+from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .dropout import Dropout, fold_dropout_scaling
+from .linear import Flatten, Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, Sequential
+from .normalization import BatchNorm1d, recompute_batchnorm_statistics
 from .parameter import Parameter
+
+__all__ = [
+    "init", "Module", "Sequential", "Parameter", "Linear", "Identity", "Flatten",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "fold_dropout_scaling",
+    "BatchNorm1d", "recompute_batchnorm_statistics",
+    "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
+]

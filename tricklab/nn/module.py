@@ -232,6 +232,16 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def _common_dtype(layers) -> np.dtype | None:
+    """The dtype of the layers that hold state; parameter-free layers follow it."""
+    stateful = {m.dtype for layer in layers for m in layer.modules() if m._parameters or m._buffers}
+    if len(stateful) > 1:
+        raise TypeError(f"Sequential got layers of different dtypes {sorted(map(str, stateful))}; convert them with .to(dtype)")
+    if stateful:
+        return stateful.pop()
+    return layers[0].dtype if layers else None
+
+
 class Sequential(Module):
     """Modules applied in order: ``y = f_n(...f_2(f_1(x)))``; backward runs them in reverse.
 
@@ -239,11 +249,13 @@ class Sequential(Module):
     """
 
     def __init__(self, *layers: Module):
-        super().__init__(dtype=layers[0].dtype if layers else None)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential argument {i} is {type(layer).__name__}, not a Module")
+        super().__init__(dtype=_common_dtype(layers))
+        for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
+        self.to(self.dtype)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -258,7 +270,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, layer: Module) -> "Sequential":
-        setattr(self, str(len(self._modules)), layer)
+        setattr(self, str(len(self._modules)), layer.to(self.dtype))
         return self
 
     def forward(self, x):

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.twins import tol
+from tricklab import nn
+from tricklab.check import gradcheck
+
+
+def _torch_grad(torch_loss, pred, target):
+    p = torch.from_numpy(pred).requires_grad_(True)
+    value = torch_loss(p, torch.from_numpy(target))
+    value.backward()
+    return value.item(), p.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch", [1, 13])
+def test_cross_entropy_matches_torch(rng, dtype, batch):
+    z = (rng.standard_normal((batch, 7)) * 5).astype(dtype)
+    d = rng.integers(0, 7, size=batch)
+    crit = nn.CrossEntropyLoss(dtype=dtype)
+    value = crit(z, d)
+    ref_value, ref_grad = _torch_grad(torch.nn.CrossEntropyLoss(), z, d)
+    assert isinstance(value, float)
+    np.testing.assert_allclose(value, ref_value, **tol(dtype))
+    np.testing.assert_allclose(crit.backward(), ref_grad, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mse_and_bce_match_torch(rng, dtype):
+    pred = rng.standard_normal((6, 3)).astype(dtype)
+    for crit, ref, target in [
+        (nn.MSELoss(dtype=dtype), torch.nn.MSELoss(), rng.standard_normal((6, 3)).astype(dtype)),
+        (nn.BCEWithLogitsLoss(dtype=dtype), torch.nn.BCEWithLogitsLoss(), rng.random((6, 3)).astype(dtype)),
+    ]:
+        value = crit(pred, target)
+        ref_value, ref_grad = _torch_grad(ref, pred, target)
+        np.testing.assert_allclose(value, ref_value, **tol(dtype))
+        np.testing.assert_allclose(crit.backward(), ref_grad, **tol(dtype))
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    crit = nn.CrossEntropyLoss(dtype=np.float64)
+    value = crit(np.array([[1e4, 0.0, -1e4]]), np.array([1]))
+    assert np.isfinite(value) and value == pytest.approx(1e4)
+    assert np.all(np.isfinite(crit.backward()))
+
+
+def _loss_module_gradcheck(crit, target, pred):
+    def fn(p):
+        value = crit(p, target)
+        return np.array(value), lambda g: crit.backward(float(g))
+    return gradcheck(fn, pred)
+
+
+def test_losses_gradcheck(rng):
+    pred = rng.standard_normal((5, 4))
+    assert _loss_module_gradcheck(nn.CrossEntropyLoss(dtype=np.float64), rng.integers(0, 4, 5), pred).ok
+    assert _loss_module_gradcheck(nn.MSELoss(dtype=np.float64), rng.standard_normal((5, 4)), pred).ok
+    assert _loss_module_gradcheck(nn.BCEWithLogitsLoss(dtype=np.float64), rng.random((5, 4)), pred).ok
+
+
+def test_nan_in_prediction_is_a_clear_error():
+    z = np.zeros((2, 3))
+    z[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: prediction contains NaN.*\(1, 2\)"):
+        nn.CrossEntropyLoss()(z, np.array([0, 1]))
+    with pytest.raises(ValueError, match="MSELoss: target contains NaN"):
+        nn.MSELoss()(np.zeros(2), np.array([0.0, np.nan]))
+
+
+def test_cross_entropy_target_errors():
+    z = np.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match="integer class indices"):
+        nn.CrossEntropyLoss()(z, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"target classes must lie in \[0, 3\)"):
+        nn.CrossEntropyLoss()(z, np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"target has shape \(3,\), expected \(2,\)"):
+        nn.CrossEntropyLoss()(z, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"target has shape \(2, 2\), expected \(2, 3\)"):
+        nn.MSELoss()(z, np.zeros((2, 2)))

@@ -1,0 +1,66 @@
+"""Elementwise activations y = f(z) with dLoss/dz = f'(z) * dLoss/dy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+class ReLU(Module):
+    """y = max(0, z);  f'(z) = 1[z > 0]."""
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        self._y = np.maximum(x, 0)
+        return self._y
+
+    def backward(self, grad_output):
+        return grad_output * (self._saved("_y") > 0)
+
+
+class LeakyReLU(Module):
+    """y = z if z > 0 else a z;  f'(z) = 1 if z > 0 else a  (a = ``negative_slope``)."""
+
+    def __init__(self, negative_slope: float = 0.01, dtype=None):
+        super().__init__(dtype=dtype)
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        self._positive = x > 0
+        return np.where(self._positive, x, x * self.dtype.type(self.negative_slope))
+
+    def backward(self, grad_output):
+        slope = np.where(self._saved("_positive"), self.dtype.type(1), self.dtype.type(self.negative_slope))
+        return grad_output * slope
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + exp(-z));  f'(z) = y (1 - y).  Computed without overflow for large |z|."""
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        # 1/(1+exp(-z)) = (1 + tanh(z/2)) / 2: exact and never overflows
+        self._y = 0.5 * (1.0 + np.tanh(0.5 * x))
+        return self._y
+
+    def backward(self, grad_output):
+        y = self._saved("_y")
+        return grad_output * y * (1 - y)
+
+
+class Tanh(Module):
+    """y = tanh(z);  f'(z) = 1 - y^2."""
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, grad_output):
+        y = self._saved("_y")
+        return grad_output * (1 - y * y)

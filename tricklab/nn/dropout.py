@@ -1,0 +1,106 @@
+"""Dropout (Srivastava et al. 2014) in the lecture's two forms, and folding the test-time scale.
+
+References:
+    Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. "Dropout: A
+    Simple Way to Prevent Neural Networks from Overfitting." JMLR 15, 2014.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .._rng import RngLike, as_generator
+from .linear import Linear
+from .module import Module, Sequential
+
+SCALINGS = ("inverted", "test")
+
+
+def bernoulli_mask(rng: np.random.Generator, shape, keep: float, dtype) -> np.ndarray:
+    """A fresh mask, 1 with probability ``keep`` (the lecture's alpha) and 0 otherwise."""
+    return (rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64) < keep).astype(dtype)
+
+
+class Dropout(Module):
+    """Turn off each unit with probability p, independently for every element and every call.
+
+    ``p`` is PyTorch's *drop* probability; the lecture's keep probability is alpha = 1 - p. With a
+    Bernoulli(alpha) mask m, drawn afresh on every forward pass in training::
+
+        scaling="inverted"  train: y = m * x / alpha      eval: y = x
+        scaling="test"      train: y = m * x              eval: y = alpha * x   (the lecture's classic form)
+
+    Both make the eval output the expectation of the training output, E[y] (the ensemble-average
+    approximation network(E[y])). Backward passes gradient only through kept units:
+    dLoss/dx = m * dLoss/dy (/ alpha when inverted); in eval, dLoss/dx = dLoss/dy (* alpha for "test").
+    A model trained with ``scaling="test"`` can have the alpha folded into the next layer's weights
+    (W_test = alpha W_trained) with :func:`fold_dropout_scaling`.
+    """
+
+    def __init__(self, p: float = 0.5, scaling: str = "inverted", rng: RngLike = None, dtype=None):
+        super().__init__(dtype=dtype)
+        if not isinstance(p, (float, int)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p (drop probability) must be in [0, 1), got {p!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"Dropout: scaling must be one of {SCALINGS}, got {scaling!r}")
+        self.p, self.scaling, self.rng = float(p), scaling, as_generator(rng)
+        self._scale = None
+
+    @property
+    def keep(self) -> float:
+        """The lecture's alpha = 1 - p."""
+        return 1.0 - self.p
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        alpha = self.dtype.type(self.keep)
+        if not self.training:
+            self._scale = alpha if self.scaling == "test" else self.dtype.type(1)
+            return x * self._scale if self.scaling == "test" else x
+        mask = bernoulli_mask(self.rng, x.shape, self.keep, self.dtype)
+        if self.scaling == "inverted":
+            mask /= alpha
+        self._scale = mask
+        return x * mask
+
+    def backward(self, grad_output):
+        return grad_output * self._saved("_scale")
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, scaling={self.scaling!r}"
+
+
+def fold_dropout_scaling(model: Sequential) -> Sequential:
+    """Return an inference copy of a classic-dropout model with the alpha folded into the weights.
+
+    At eval a ``scaling="test"`` dropout layer outputs alpha * y; the next Linear layer computes
+    W (alpha y) + b = (alpha W) y + b, so the dropout layer is removed and that layer's weights are
+    multiplied by alpha (the lecture's W_test = alpha W_trained). Inverted-dropout layers are simply
+    removed (they are the identity at eval). The copy is in eval mode; ``model`` is untouched.
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"fold_dropout_scaling expects a Sequential, got {type(model).__name__}")
+    layers = [copy.deepcopy(layer) for layer in model]
+    kept: list[Module] = []
+    pending = 1.0
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Sequential):
+            layer = fold_dropout_scaling(layer)
+        if isinstance(layer, Dropout):
+            if layer.scaling == "test":
+                pending *= layer.keep
+            continue
+        if pending != 1.0:
+            if not isinstance(layer, Linear):
+                raise ValueError(
+                    f"fold_dropout_scaling: layer {i} ({type(layer).__name__}) follows a classic dropout layer; "
+                    "only a Linear layer can absorb the scale alpha"
+                )
+            layer.weight.data *= layer.dtype.type(pending)
+            pending = 1.0
+        kept.append(layer)
+    if pending != 1.0:
+        raise ValueError("fold_dropout_scaling: a classic dropout layer is last; no Linear layer follows to absorb alpha")
+    return Sequential(*kept).eval()

@@ -1,0 +1,103 @@
+"""Affine layer and the shape-only layers around it (Identity, Flatten)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._rng import RngLike, as_generator
+from . import init as init_
+from .module import Module
+from .parameter import Parameter
+
+
+class Linear(Module):
+    """Fully connected layer, z = x W^T + b.
+
+    Shapes: x (batch, in_features) (or (..., in_features)), W (out_features, in_features) as in
+    PyTorch, b (out_features,), z (batch, out_features).
+
+    Backward, with g = dLoss/dz::
+
+        dLoss/dx = g W          (computed with W as it was in the forward pass)
+        dLoss/dW += g^T x
+        dLoss/db += sum_batch g
+
+    ``init`` names a scheme from :mod:`tricklab.nn.init` ("default" is PyTorch's
+    U[-1/sqrt(in), 1/sqrt(in)]) or is a callable ``f(shape, rng=..., dtype=...)``; the bias is
+    drawn from U[-1/sqrt(in), 1/sqrt(in)] as in PyTorch.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init="default",
+                 rng: RngLike = None, dtype=None):
+        super().__init__(dtype=dtype)
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        gen = as_generator(rng)
+        shape = (self.out_features, self.in_features)
+        self.weight = Parameter(init_.get_initializer(init)(shape, rng=gen, dtype=self.dtype))
+        if bias:
+            bound = 1.0 / math.sqrt(self.in_features)
+            self.bias = Parameter(gen.uniform(-bound, bound, size=self.out_features).astype(self.dtype))
+        else:
+            self.register_parameter("bias", None)
+        self._x = None
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) got input of shape {x.shape}; "
+                f"expected (batch, {self.in_features})"
+            )
+        self._x = x
+        z = x @ self.weight.data.T
+        if self.bias is not None:
+            z += self.bias.data
+        return z
+
+    def backward(self, grad_output):
+        x = self._saved("_x")
+        g = np.asarray(grad_output, dtype=self.dtype)
+        grad_input = g @ self.weight.data
+        g2, x2 = g.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
+        self.weight.grad += g2.T @ x2
+        if self.bias is not None:
+            self.bias.grad += g2.sum(axis=0)
+        return grad_input
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Identity(Module):
+    """y = x; dLoss/dx = dLoss/dy."""
+
+    def forward(self, x):
+        return self._cast_input(x)
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+class Flatten(Module):
+    """Reshape (batch, d1, d2, ...) to (batch, d1*d2*...) from ``start_dim`` on, as torch.nn.Flatten."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, dtype=None):
+        super().__init__(dtype=dtype)
+        self.start_dim, self.end_dim = start_dim, end_dim
+        self._shape = None
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        self._shape = x.shape
+        start = self.start_dim % x.ndim
+        end = self.end_dim % x.ndim
+        new_shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
+        return x.reshape(new_shape)
+
+    def backward(self, grad_output):
+        return np.asarray(grad_output).reshape(self._saved("_shape"))

@@ -1,0 +1,178 @@
+"""Batch normalization (Ioffe & Szegedy 2015) with the lecture's backward pass and inference rule.
+
+References:
+    Ioffe, S. and Szegedy, C. "Batch Normalization: Accelerating Deep Network Training by Reducing
+    Internal Covariate Shift." ICML 2015.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .module import Module
+from .parameter import Parameter
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over the batch axis of (batch, num_features) inputs.
+
+    Training, per unit, over a minibatch z_1..z_B::
+
+        mu_B      = (1/B) sum_i z_i
+        var_B     = (1/B) sum_i (z_i - mu_B)^2            (biased)
+        u_i       = (z_i - mu_B) / sqrt(var_B + eps)
+        zhat_i    = gamma u_i + beta                      (gamma = ``weight``, beta = ``bias``)
+
+    Backward (the lecture's closed form, vectorized; never a B x B Jacobian), with
+    g_i = dLoss/du_i = gamma dLoss/dzhat_i::
+
+        dLoss/dz_i = g_i / sqrt(var_B+eps) - (1/(B sqrt(var_B+eps))) sum_j g_j
+                     - (z_i - mu_B) / (B (var_B+eps)^(3/2)) sum_j g_j (z_j - mu_B)
+                   = (1/sqrt(var_B+eps)) (g_i - mean_j g_j - u_i mean_j g_j u_j)
+        dLoss/dgamma = sum_i dLoss/dzhat_i u_i,   dLoss/dbeta = sum_i dLoss/dzhat_i
+
+    Inference uses ``running_mean`` / ``running_var`` in place of mu_B, var_B. They are updated in
+    training as PyTorch does: r <- (1 - momentum) r + momentum s with the *unbiased* variance
+    B/(B-1) var_B; ``momentum=None`` gives the cumulative average over all minibatches seen. The
+    lecture's rule (statistics of the final network averaged over the training minibatches) is
+    :func:`recompute_batchnorm_statistics`.
+
+    ``units``: the lecture notes batch norm may be applied to selected neurons only. With an index
+    set, only those features are normalized (``weight``, ``bias`` and the statistics then have
+    ``len(units)`` entries); the others pass through unchanged in both directions.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, units=None, dtype=None):
+        super().__init__(dtype=dtype)
+        if not isinstance(num_features, (int, np.integer)) or num_features <= 0:
+            raise ValueError(f"BatchNorm1d: num_features must be a positive integer, got {num_features!r}")
+        if eps <= 0:
+            raise ValueError(f"BatchNorm1d: eps must be positive, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d: momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features, self.eps, self.momentum, self.affine = int(num_features), float(eps), momentum, affine
+        self.units = None if units is None else self._check_units(units)
+        n = self.num_features if self.units is None else len(self.units)
+        if affine:
+            self.weight = Parameter(np.ones(n, dtype=self.dtype))
+            self.bias = Parameter(np.zeros(n, dtype=self.dtype))
+        self.register_buffer("running_mean", np.zeros(n, dtype=self.dtype))
+        self.register_buffer("running_var", np.ones(n, dtype=self.dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self._collector = None
+
+    def _check_units(self, units) -> np.ndarray:
+        idx = np.unique(np.asarray(units, dtype=np.int64).ravel())
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_features:
+            raise ValueError(f"BatchNorm1d: units must be a non-empty subset of range({self.num_features}), got {units!r}")
+        return idx
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x):
+        x = self._cast_input(x)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d({self.num_features}) got input of shape {x.shape}; expected (batch, {self.num_features})")
+        z = x if self.units is None else x[:, self.units]
+        use_batch = self.training or self._collector is not None
+        if use_batch:
+            if z.shape[0] < 2:
+                raise ValueError(
+                    f"BatchNorm1d expected more than 1 value per feature when training, got input of shape {x.shape}"
+                )
+            mu, var = z.mean(axis=0), z.var(axis=0)
+            if self._collector is not None:
+                self._collector.append((mu, var, z.shape[0]))
+            elif self.training:
+                self._update_running(mu, var, z.shape[0])
+        else:
+            mu, var = self.running_mean, self.running_var
+        inv_std = 1.0 / np.sqrt(var + self.dtype.type(self.eps))
+        u = (z - mu) * inv_std
+        self._u, self._inv_std, self._batch_stats = u, inv_std, use_batch
+        out = u * self.weight.data + self.bias.data if self.affine else u
+        if self.units is None:
+            return out
+        y = x.copy()
+        y[:, self.units] = out
+        return y
+
+    def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
+        self.num_batches_tracked += 1
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * (batch / (batch - 1))
+        self.running_mean *= 1 - factor
+        self.running_mean += factor * mu
+        self.running_var *= 1 - factor
+        self.running_var += factor * unbiased
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, grad_output):
+        u, inv_std = self._saved("_u"), self._inv_std
+        gy = np.asarray(grad_output, dtype=self.dtype)
+        gz_out = gy if self.units is None else gy[:, self.units]
+        if self.affine:
+            self.weight.grad += (gz_out * u).sum(axis=0)
+            self.bias.grad += gz_out.sum(axis=0)
+            g = gz_out * self.weight.data
+        else:
+            g = gz_out
+        if self._batch_stats:
+            gz = inv_std * (g - g.mean(axis=0) - u * (g * u).mean(axis=0))
+        else:  # population statistics are constants
+            gz = g * inv_std
+        if self.units is None:
+            return gz
+        grad_input = gy.copy()
+        grad_input[:, self.units] = gz
+        return grad_input
+
+    def extra_repr(self) -> str:
+        units = "" if self.units is None else f", units={len(self.units)} selected"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{units}"
+
+
+def recompute_batchnorm_statistics(model: Module, batches: Iterable) -> int:
+    """Set every BatchNorm layer's inference statistics by the lecture's rule, final weights fixed.
+
+    Over the training minibatches b = 1..N, each of size B, run forward with the final network and
+    collect every unit's batch statistics; then::
+
+        mu_BN  = (1/N) sum_b mu_B(b)
+        var_BN = B/(B-1) (1/N) sum_b var_B(b)       (the B/(B-1) makes the estimate unbiased)
+
+    A last batch of different size B_b contributes B_b/(B_b-1) var_B(b), so the result equals
+    PyTorch's cumulative average (``momentum=None``) over the same batches. Other layers run in
+    eval mode (no dropout), so the statistics are those of the network used at inference; the
+    model's train/eval mode is restored afterwards. ``batches`` yields input arrays or
+    (inputs, targets) pairs. Returns the number of batches used.
+    """
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
+    modes = {id(m): m.training for m in model.modules()}
+    for layer in layers:
+        layer._collector = []
+    count = 0
+    try:
+        model.eval()
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+            count += 1
+    finally:
+        for m in model.modules():
+            object.__setattr__(m, "training", modes[id(m)])
+        collected = {id(layer): layer._collector for layer in layers}
+        for layer in layers:
+            layer._collector = None
+    if count == 0:
+        raise ValueError("recompute_batchnorm_statistics: batches is empty")
+    for layer in layers:
+        stats = collected[id(layer)]
+        mu = np.mean([s[0] for s in stats], axis=0)
+        var = np.mean([s[1] * (s[2] / (s[2] - 1)) for s in stats], axis=0)
+        layer.running_mean[...] = mu
+        layer.running_var[...] = var
+        layer.num_batches_tracked[...] = len(stats)
+    return count
