@@ -1,0 +1,109 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tricklab import config
+from tricklab.cli import main
+from tricklab.experiment import build, evaluate_run, load_model, train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"run": {"seed": 3}, "data": {"name": "mnist1d", "train_subset": 1000},
+         "model": {"hidden": [32, 32], "batchnorm": True, "dropout": 0.2},
+         "augmentation": {"noise": 0.05}, "early_stopping": {"enabled": True, "patience": 2},
+         "train": {"epochs": 3, "batch_size": 50}}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")))
+def test_shipped_configs_are_valid(path):
+    cfg = config.load(path)
+    assert cfg["train"]["epochs"] >= 1
+
+
+def test_run_folder_holds_everything(tmp_path):
+    cfg = config.resolve(SMALL)
+    metrics = train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.toml", "checkpoints", "history.csv", "history.jsonl", "model.npz", "metrics.json",
+            "curves.png"} <= files
+    assert config.load(tmp_path / "run" / "config.toml") == cfg
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert metrics["bn_statistics"] == "recompute" and 0.0 <= metrics["test_accuracy"] <= 1.0
+    lines = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss") and len(lines) == metrics["epochs_run"] + 1
+    again = evaluate_run(tmp_path / "run")
+    assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert again["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
+
+
+def test_normalizer_is_fitted_on_the_training_split_only(tmp_path):
+    cfg = config.resolve(SMALL)
+    exp = build(cfg)
+    Xtr = exp.data.train[0]
+    np.testing.assert_allclose(exp.normalizer.mean, Xtr.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(exp.normalizer.mean, exp.data.test[0].mean(axis=0), atol=1e-3)
+    train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    _, normalizer, _ = load_model(tmp_path / "run")
+    np.testing.assert_array_equal(normalizer.mean, exp.normalizer.mean)  # stored with the model
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    cfg = config.resolve({**SMALL, "train": {"epochs": 1}})
+    train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+
+
+def test_cli_train_evaluate_and_errors(tmp_path, capsys):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(config.dumps(config.resolve(SMALL)))
+    assert main(["train", str(cfg_path), "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_run"] == 1
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert "test_accuracy" in json.loads(capsys.readouterr().out)
+    assert main(["train", str(cfg_path), "--set", "optimizer.lr=-1", "--out", str(tmp_path / "x")]) == 2
+    assert "optimizer.lr must be > 0.0" in capsys.readouterr().err
+    assert main(["train", str(cfg_path), "--set", "model.hiden=[3]", "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean 'hidden'" in capsys.readouterr().err
+
+
+def _train_cmd(cfg_path, out):
+    return [sys.executable, "-m", "tricklab.cli", "train", str(cfg_path), "--out", str(out)]
+
+
+def test_resume_after_kill_9_mid_epoch_is_bit_identical(tmp_path):
+    doc = {**SMALL, "model": {**SMALL["model"], "hidden": [256, 256]}, "early_stopping": {"enabled": False},
+           "schedule": {"name": "step", "step_size": 2}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+           "train": {"epochs": 6, "batch_size": 20}}
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(config.dumps(config.resolve(doc)))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run(_train_cmd(cfg_path, tmp_path / "full"), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(cfg_path, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = tmp_path / "killed" / "checkpoints" / "ckpt-000002.json"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # well inside epoch 3
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.npz").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "tricklab.cli", "train", "--resume", str(tmp_path / "killed")],
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    with np.load(tmp_path / "full" / "model.npz") as a, np.load(tmp_path / "killed" / "model.npz") as b:
+        assert a.files == b.files
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    full = (tmp_path / "full" / "history.csv").read_text().splitlines()
+    killed = (tmp_path / "killed" / "history.csv").read_text().splitlines()
+    strip_seconds = lambda rows: [",".join(r.split(",")[:-1]) for r in rows]  # noqa: E731
+    assert strip_seconds(full) == strip_seconds(killed)

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from tricklab import nn, optim
+from tricklab.data import DataLoader
+from tricklab.train import NonFiniteError, Trainer
+from tricklab.train.checkpoint import list_checkpoints, load_latest
+
+
+def _task(rng, n=600):
+    X = rng.standard_normal((n, 10)).astype(np.float32)
+    w = rng.standard_normal((10, 3))
+    return X, (X @ w).argmax(1)
+
+
+def _model():
+    return nn.Sequential(nn.Linear(10, 32, rng=1), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2, rng=2),
+                         nn.Linear(32, 3, rng=3))
+
+
+def test_end_to_end_mlp_learns_with_tricks(rng):
+    """Batch norm, dropout, Adam, weight decay and clipping learn a synthetic task to high accuracy."""
+    X, y = _task(rng, 3000)
+    model = _model()
+    opt = optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, clip_norm=1.0, clip_value=5.0, progress=False,
+                      log=lambda m: None)
+    trainer.fit(DataLoader(X[:2500], y[:2500], 64, rng=4), (X[2500:], y[2500:]), epochs=15)
+    assert trainer.evaluate((X[2500:], y[2500:]))["accuracy"] > 0.93
+    assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
+
+
+def test_step_order_is_backward_then_clip_then_step(rng):
+    X, y = _task(rng, 64)
+    model = nn.Sequential(nn.Linear(10, 3, rng=0))
+    calls = []
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    original_step, original_backward = opt.step, model.backward
+
+    def backward(g):
+        calls.append(("backward", model[0].weight.data.copy()))
+        return original_backward(g)
+
+    def step():
+        calls.append(("step", np.abs(model[0].weight.grad).max()))
+        return original_step()
+
+    model.backward, opt.step = backward, step
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, clip_value=1e-3, progress=False, log=lambda m: None)
+    w0 = model[0].weight.data.copy()
+    trainer.train_step(X, y)
+    assert [c[0] for c in calls] == ["backward", "step"]
+    np.testing.assert_array_equal(calls[0][1], w0)  # backward saw the forward-pass weights
+    assert calls[1][1] <= 1e-3  # gradients were clipped before the step
+
+
+def test_non_finite_stops_with_step_and_last_checkpoint(tmp_path, rng):
+    X, y = _task(rng, 256)
+    X_bad = X.copy()
+    model = _model()
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path,
+                      progress=False, log=lambda m: None)
+    trainer.fit(DataLoader(X, y, 64, shuffle=False), (X, y), epochs=1)
+    X_bad[70] = np.nan  # second batch of the next epoch
+    with pytest.raises(NonFiniteError, match=r"non-finite model output at epoch 2, step 6.*ckpt-000001\.json"):
+        trainer.fit(DataLoader(X_bad, y, 64, shuffle=False), (X, y), epochs=2)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["ckpt-000001.json"]
+    state, _ = load_latest(tmp_path / "checkpoints")
+    assert all(np.isfinite(v).all() for v in state["model"].values())
+
+
+def test_exploding_gradients_are_caught(rng):
+    X, y = _task(rng, 128)
+    model = nn.Sequential(nn.Linear(10, 3, rng=0))
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=1e30), progress=False,
+                      log=lambda m: None)
+    target = np.eye(3, dtype=np.float32)[y]
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        for _ in range(20):
+            trainer.train_step(X * 1e10, target)
+
+
+def test_state_dict_round_trip_resumes_identically(tmp_path, rng):
+    X, y = _task(rng, 400)
+
+    def make(run_dir):
+        model = _model()
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        loader = DataLoader(X, y, 32, rng=7)
+        return Trainer(model, nn.CrossEntropyLoss(), opt, scheduler=sched, run_dir=run_dir,
+                       generators={"loader": loader.rng}, progress=False, log=lambda m: None), loader
+
+    full, loader = make(tmp_path / "full")
+    full.fit(loader, (X, y), epochs=5)
+    part, loader = make(tmp_path / "part")
+    part.fit(loader, (X, y), epochs=2)
+    again, loader = make(tmp_path / "part")
+    assert again.resume() and again.epoch == 2
+    again.fit(loader, (X, y), epochs=5)
+    for k, v in full.model.state_dict().items():
+        np.testing.assert_array_equal(again.model.state_dict()[k], v, err_msg=k)
+    assert [r["train_loss"] for r in again.history] == [r["train_loss"] for r in full.history]
+
+
+def test_batchnorm_statistics_are_recomputed_after_training(rng):
+    X, y = _task(rng, 300)
+    model = _model()
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), progress=False,
+                      log=lambda m: None)
+    batches = DataLoader(X, y, 50, shuffle=False)
+    trainer.fit(DataLoader(X, y, 50, rng=0), None, epochs=2, bn_batches=batches)
+    z = [model[0](xb) for xb, _ in batches]
+    np.testing.assert_allclose(model[1].running_mean, np.mean([b.mean(0) for b in z], 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model[1].running_var, 50 / 49 * np.mean([b.var(0) for b in z], 0), rtol=1e-4)

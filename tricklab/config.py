@@ -1,0 +1,224 @@
+"""Run configuration: a TOML file, validated against a schema, with ``--set key=value`` overrides.
+
+Every key has a type, a default and (where it matters) a range or a set of choices. Unknown keys
+are refused with the closest known key as a suggestion; wrong types and out-of-range values name
+the key. ``resolve(doc)`` returns the full configuration with every default filled in: that is
+what a run folder records, so a run can be repeated or resumed from its folder alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple
+    default: Any
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    help: str = ""
+
+
+def _prob(default, help=""):
+    return Key(float, default, low=0.0, high=1.0, high_open=True, help=help)
+
+
+LAYERS = ("linear", "dropconnect", "shakeout", "whiteout")
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal")
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "run": {
+        "seed": Key(int, 0, help="seeds every random generator of the run"),
+        "name": Key(str, "run"),
+    },
+    "data": {
+        "name": Key(str, "mnist1d", choices=("mnist", "fashion", "mnist1d")),
+        "root": Key(str, "", help="folder with the IDX files; empty: $TRICKLAB_DATA, then the cache"),
+        "val_fraction": Key(float, 0.1, low=0.0, high=1.0, low_open=True, high_open=True),
+        "train_subset": Key(int, 0, low=0, help="use only this many training examples (0: all)"),
+        "normalize": Key(str, "per_feature", choices=("per_feature", "global", "none")),
+    },
+    "model": {
+        "hidden": Key(list, [256, 256], help="widths of the hidden layers"),
+        "activation": Key(str, "relu", choices=ACTIVATIONS),
+        "init": Key(str, "default", choices=INITS),
+        "batchnorm": Key(bool, False, help="batch norm after each hidden Linear, before the activation"),
+        "input_dropout": _prob(0.0, "drop probability on the inputs"),
+        "dropout": _prob(0.0, "drop probability after each hidden activation"),
+        "dropout_scaling": Key(str, "inverted", choices=("inverted", "test")),
+        "layer": Key(str, "linear", choices=LAYERS, help="kind of hidden layer"),
+        "layer_p": _prob(0.5, "DropConnect drop probability"),
+        "shakeout_tau": _prob(0.5),
+        "shakeout_c": Key(float, 0.1, low=0.0),
+        "whiteout_sigma": Key(float, 0.1, low=0.0),
+        "whiteout_gamma": Key(float, 1.0, low=0.0),
+        "whiteout_lambda": Key(float, 0.0, low=0.0),
+        "noise_std": Key(float, 0.0, low=0.0, help="Gaussian noise added to hidden activations in training"),
+        "activity_l1": Key(float, 0.0, low=0.0, help="lambda of the L1 penalty on hidden activations"),
+    },
+    "optimizer": {
+        "name": Key(str, "adam", choices=("sgd", "adam", "adamw", "rmsprop")),
+        "lr": Key(float, 1e-3, low=0.0, low_open=True),
+        "momentum": Key(float, 0.0, low=0.0, high=1.0, high_open=True),
+        "nesterov": Key(bool, False),
+        "weight_decay": Key(float, 0.0, low=0.0),
+        "decay_bn_and_bias": Key(bool, False, help="apply weight decay to biases and batch-norm parameters too"),
+        "beta1": Key(float, 0.9, low=0.0, high=1.0, high_open=True),
+        "beta2": Key(float, 0.999, low=0.0, high=1.0, high_open=True),
+    },
+    "schedule": {
+        "name": Key(str, "none", choices=("none", "step", "exponential", "inverse_time", "cosine", "plateau")),
+        "step_size": Key(int, 10, low=1),
+        "gamma": Key(float, 0.1, low=0.0, low_open=True),
+        "k": Key(float, 0.1, low=0.0, help="inverse-time decay eta_0 / (1 + k t)"),
+        "min_lr": Key(float, 0.0, low=0.0),
+        "patience": Key(int, 3, low=0),
+        "warmup_epochs": Key(int, 0, low=0),
+    },
+    "regularization": {
+        "clip_value": Key(float, 0.0, low=0.0, help="clip each gradient to [-v, v] (the lecture's theta = 5); 0: off"),
+        "clip_norm": Key(float, 0.0, low=0.0, help="clip the global gradient norm; 0: off"),
+        "max_norm": Key(float, 0.0, low=0.0, help="max-norm constraint c on each unit's incoming weights; 0: off"),
+    },
+    "augmentation": {
+        "rotation": Key(float, 0.0, low=0.0, help="maximum rotation in degrees"),
+        "stretch": Key(float, 0.0, low=0.0, high=1.0, high_open=True, help="maximum relative stretch per axis"),
+        "translation": Key(float, 0.0, low=0.0, help="maximum shift in pixels"),
+        "elastic": Key(bool, False),
+        "elastic_alpha": Key(float, 34.0, low=0.0),
+        "elastic_sigma": Key(float, 4.0, low=0.0, low_open=True),
+        "noise": Key(float, 0.0, low=0.0, help="std of additive Gaussian noise"),
+    },
+    "early_stopping": {
+        "enabled": Key(bool, False),
+        "criterion": Key(str, "patience", choices=("patience", "GL", "PQ", "UP")),
+        "patience": Key(int, 5, low=1),
+        "min_delta": Key(float, 0.0, low=0.0),
+        "alpha": Key(float, 5.0, low=0.0, low_open=True),
+        "strip": Key(int, 5, low=1),
+        "s": Key(int, 3, low=1),
+        "restore_best": Key(bool, True),
+    },
+    "train": {
+        "epochs": Key(int, 10, low=1),
+        "batch_size": Key(int, 128, low=1),
+        "bn_statistics": Key(str, "recompute", choices=("recompute", "running")),
+        "dtype": Key(str, "float32", choices=("float32", "float64")),
+    },
+}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _check_value(path: str, key: Key, value):
+    expected = key.type
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{path} must be of type {expected.__name__}, got {type(value).__name__} {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"{path} must be one of {list(key.choices)}, got {value!r}{_suggest(str(value), key.choices)}")
+    if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
+        raise ConfigError(f"{path} must be {'>' if key.low_open else '>='} {key.low}, got {value!r}")
+    if key.high is not None and (value > key.high or (key.high_open and value == key.high)):
+        raise ConfigError(f"{path} must be {'<' if key.high_open else '<='} {key.high}, got {value!r}")
+    if path == "model.hidden":
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
+            raise ConfigError(f"model.hidden must be a list of positive integers, got {value!r}")
+    return value
+
+
+def resolve(doc: dict) -> dict:
+    """Validate ``doc`` and return the full configuration with defaults filled in."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"a configuration must be a table, got {type(doc).__name__}")
+    out = {section: {name: copy.deepcopy(k.default) for name, k in keys.items()} for section, keys in SCHEMA.items()}
+    for section, table in doc.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]{_suggest(section, SCHEMA)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table, got {type(table).__name__} {table!r}")
+        for name, value in table.items():
+            if name not in SCHEMA[section]:
+                known = list(SCHEMA[section]) + [f"{s}.{n}" for s in SCHEMA for n in SCHEMA[s]]
+                raise ConfigError(f"unknown key {section}.{name}{_suggest(name, known)}")
+            out[section][name] = _check_value(f"{section}.{name}", SCHEMA[section][name], value)
+    return out
+
+
+def load(path: str | Path, overrides: list[str] | tuple = ()) -> dict:
+    """Read a TOML file, apply ``key=value`` overrides, validate, fill defaults."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return resolve(apply_overrides(doc, overrides))
+
+
+def parse_value(text: str):
+    """A TOML literal (1e-3, true, [64, 64], "adam"); a bare word is taken as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(doc: dict, overrides) -> dict:
+    """``section.key=value`` assignments applied to a copy of ``doc``."""
+    doc = copy.deepcopy(doc)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override key {dotted!r} must be section.key, e.g. optimizer.lr")
+        doc.setdefault(parts[0], {})[parts[1]] = parse_value(text.strip())
+    return doc
+
+
+def set_key(config: dict, dotted: str, value) -> dict:
+    """A validated copy of a resolved ``config`` with one ``section.key`` changed."""
+    return resolve(apply_overrides(config, [f"{dotted}={_toml_literal(value)}"]))
+
+
+def _toml_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def dumps(config: dict) -> str:
+    """The configuration as TOML text (sections in schema order)."""
+    lines = []
+    for section, table in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{name} = {_toml_literal(value)}" for name, value in table.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,354 @@
+"""From a resolved configuration to a trained model: the lecture's "setting up a problem".
+
+Obtain the data and hold out validation data; normalize the inputs with statistics of the
+training split only; choose the architecture, the loss, the regularization and the heuristics
+(batch norm, dropout, ...); choose the optimizer; train while evaluating on validation data and
+stop early; only then score the test split, once.
+
+A run folder holds::
+
+    config.toml      the resolved configuration (every default written out)
+    checkpoints/     crash-safe training state after every epoch
+    history.csv      one row per epoch (also history.jsonl)
+    model.npz        final weights and the input normalizer (NumPy archive, no pickle)
+    metrics.json     final validation and test scores, wall time, batch-norm statistics used
+    curves.png       loss and accuracy curves
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import config as config_
+from . import nn, optim
+from .data import (Compose, DataLoader, ElasticDistortion, GaussianNoise, RandomRotation, RandomStretch,
+                   RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
+from .train import EarlyStopping, Trainer
+from .train.checkpoint import atomic_write_bytes
+
+N_CLASSES = 10
+
+
+@dataclass
+class Data:
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    image_shape: tuple[int, ...] | None
+
+
+def load_raw(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...] | None]:
+    """(train, test, image shape) as float32 feature rows; images scaled to [0, 1]."""
+    name, root = cfg["data"]["name"], cfg["data"]["root"] or None
+    if name == "mnist1d":
+        return load_mnist1d("train"), load_mnist1d("test"), None
+    kind = "fashion" if name == "fashion" else "mnist"
+    splits = []
+    for split in ("train", "test"):
+        X, y = load_mnist(split, root=root, kind=kind)
+        splits.append(((X.reshape(len(X), -1) / np.float32(255.0)).astype(np.float32), y))
+    return splits[0], splits[1], (28, 28)
+
+
+def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
+    (X, y), test, image_shape = load_raw(cfg)
+    subset = cfg["data"]["train_subset"]
+    if subset:
+        X, y = X[:subset], y[:subset]
+    Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
+                                         seed=np.random.default_rng(seeds))
+    return Data((Xtr, ytr), (Xva, yva), test, image_shape)
+
+
+def fit_normalizer(cfg: dict, X_train: np.ndarray) -> Standardizer | None:
+    """Zero mean, unit variance with statistics of the training split only (or None)."""
+    mode = cfg["data"]["normalize"]
+    if mode == "none":
+        return None
+    return Standardizer(per_feature=mode == "per_feature").fit(X_train)
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[name]()
+
+
+def _hidden_layer(m: dict, n_in: int, n_out: int, rng: np.random.Generator) -> nn.Module:
+    kind = m["layer"]
+    if kind == "linear":
+        return nn.Linear(n_in, n_out, init=m["init"], rng=rng)
+    if kind == "dropconnect":
+        from .nn.dropconnect import DropConnect
+        return DropConnect(n_in, n_out, p=m["layer_p"], init=m["init"], rng=rng)
+    if kind == "shakeout":
+        from .nn.shakeout import Shakeout
+        return Shakeout(n_in, n_out, tau=m["shakeout_tau"], c=m["shakeout_c"], init=m["init"], rng=rng)
+    from .nn.whiteout import Whiteout
+    return Whiteout(n_in, n_out, sigma=m["whiteout_sigma"], gamma=m["whiteout_gamma"], lam=m["whiteout_lambda"],
+                    init=m["init"], rng=rng)
+
+
+def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence) -> nn.Sequential:
+    """Input dropout, then per hidden layer: layer, [batch norm], activation, [noise], [L1], [dropout]."""
+    m = cfg["model"]
+    gens = iter(np.random.default_rng(s) for s in seeds.spawn(4 * len(m["hidden"]) + 4))
+    layers: list[nn.Module] = []
+    if m["input_dropout"]:
+        layers.append(nn.Dropout(m["input_dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
+    width = n_in
+    for h in m["hidden"]:
+        layers.append(_hidden_layer(m, width, h, next(gens)))
+        if m["batchnorm"]:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(_activation(m["activation"]))
+        if m["noise_std"]:
+            from .nn.noise import GaussianNoise as NoiseLayer
+            layers.append(NoiseLayer(m["noise_std"], rng=next(gens)))
+        if m["activity_l1"]:
+            from .nn.activity import ActivityL1
+            layers.append(ActivityL1(m["activity_l1"]))
+        if m["dropout"]:
+            layers.append(nn.Dropout(m["dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
+        width = h
+    layers.append(nn.Linear(width, n_out, init=m["init"] if m["init"] != "kaiming_uniform" else "default",
+                            rng=next(gens)))
+    model = nn.Sequential(*layers)
+    return model.to(np.dtype(cfg["train"]["dtype"]))
+
+
+def parameter_groups(cfg: dict, model: nn.Module) -> list[dict]:
+    """Weight decay on weight matrices only, sparing biases and batch-norm parameters by default."""
+    o = cfg["optimizer"]
+    if o["decay_bn_and_bias"] or not o["weight_decay"]:
+        return [{"params": list(model.parameters())}]
+    decay = [p for p in model.parameters() if p.data.ndim >= 2]
+    spare = [p for p in model.parameters() if p.data.ndim < 2]
+    return [{"params": decay}, {"params": spare, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg: dict, model: nn.Module):
+    o = cfg["optimizer"]
+    groups = parameter_groups(cfg, model)
+    if o["name"] == "sgd":
+        return optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
+                         weight_decay=o["weight_decay"])
+    if o["name"] == "rmsprop":
+        return optim.RMSprop(groups, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+    cls = optim.Adam if o["name"] == "adam" else optim.AdamW
+    return cls(groups, lr=o["lr"], betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"])
+
+
+def build_scheduler(cfg: dict, optimizer, steps_per_epoch: int):
+    """Schedules step once per epoch; a linear warm-up (if any) steps per minibatch first."""
+    s, epochs = cfg["schedule"], cfg["train"]["epochs"]
+    sched = optim.lr_scheduler
+    name = s["name"]
+    if name == "none":
+        return None
+    if name == "step":
+        return sched.StepLR(optimizer, step_size=s["step_size"], gamma=s["gamma"])
+    if name == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=s["gamma"])
+    if name == "inverse_time":
+        return sched.InverseTimeLR(optimizer, k=s["k"])
+    if name == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=s["min_lr"])
+    return sched.ReduceLROnPlateau(optimizer, factor=s["gamma"], patience=s["patience"], min_lr=s["min_lr"])
+
+
+def build_augmentation(cfg: dict, image_shape, normalizer: Standardizer | None):
+    """The per-minibatch transform: distortions of the raw images, then input normalization."""
+    a = cfg["augmentation"]
+    augs = []
+    if image_shape is None and any([a["rotation"], a["stretch"], a["translation"], a["elastic"]]):
+        raise config_.ConfigError("augmentation.rotation/stretch/translation/elastic need image data "
+                                  f"(mnist or fashion), not {cfg['data']['name']}")
+    kw = {"image_shape": image_shape} if image_shape is not None else {}
+    if a["rotation"]:
+        augs.append(RandomRotation(a["rotation"], **kw))
+    if a["stretch"]:
+        augs.append(RandomStretch(a["stretch"], **kw))
+    if a["translation"]:
+        augs.append(RandomTranslation(a["translation"], **kw))
+    if a["elastic"]:
+        augs.append(ElasticDistortion(alpha=a["elastic_alpha"], sigma=a["elastic_sigma"], **kw))
+    if a["noise"]:
+        augs.append(_Noise(a["noise"]))
+    if not augs:
+        return None
+    pipeline = Compose(augs)
+
+    def transform(xb, rng):
+        xb = pipeline(xb, rng).astype(np.float32, copy=False)
+        return normalizer.transform(xb) if normalizer is not None else xb
+
+    return transform
+
+
+class _Noise:
+    """Additive Gaussian noise on feature rows of any shape (images or MNIST-1D sequences)."""
+
+    def __init__(self, std: float):
+        self.std = float(std)
+
+    def __call__(self, xb, rng):
+        return xb + rng.standard_normal(xb.shape, dtype=np.float32) * np.float32(self.std)
+
+
+def _max_norm_constraint(c: float):
+    from .nn.constraints import max_norm_
+
+    def constraint(model):
+        max_norm_(model, c)
+
+    return constraint
+
+
+@dataclass
+class Experiment:
+    cfg: dict
+    data: Data
+    normalizer: Standardizer | None
+    model: nn.Sequential
+    trainer: Trainer
+    train_loader: DataLoader
+    bn_loader: DataLoader
+    val: tuple
+    test: tuple
+
+
+def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, log=None) -> Experiment:
+    seeds = np.random.SeedSequence(cfg["run"]["seed"])
+    s_split, s_model, s_loader = seeds.spawn(3)
+    data = prepare_data(cfg, s_split)
+    normalizer = fit_normalizer(cfg, data.train[0])
+    norm = (lambda X: normalizer.transform(X).astype(np.float32)) if normalizer else (lambda X: X)
+    Xtr, ytr = data.train
+    transform = build_augmentation(cfg, data.image_shape, normalizer)
+    Xtr_in = Xtr if transform is not None else norm(Xtr)
+    t = cfg["train"]
+    loader = DataLoader(Xtr_in, ytr, t["batch_size"], shuffle=True, rng=np.random.default_rng(s_loader),
+                        transform=transform)
+    bn_loader = DataLoader(norm(Xtr), ytr, t["batch_size"], shuffle=False)
+    model = build_model(cfg, Xtr.shape[1], N_CLASSES, s_model)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, len(loader))
+    r, e = cfg["regularization"], cfg["early_stopping"]
+    stopper = None
+    if e["enabled"]:
+        stopper = EarlyStopping(e["criterion"], patience=e["patience"], min_delta=e["min_delta"], alpha=e["alpha"],
+                                strip=e["strip"], s=e["s"], restore_best=e["restore_best"])
+    constraints = [_max_norm_constraint(r["max_norm"])] if r["max_norm"] else []
+    trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
+                      clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,
+                      early_stopping=stopper, bn_statistics=t["bn_statistics"], run_dir=run_dir,
+                      generators={"loader": loader.rng}, progress=progress, log=log)
+    val = (norm(data.val[0]), data.val[1])
+    test = (norm(data.test[0]), data.test[1])
+    return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test)
+
+
+# ---------------------------------------------------------------------------- runs
+def save_model(path: Path, model: nn.Module, normalizer: Standardizer | None) -> None:
+    """Weights (state_dict names as PyTorch's) and the input normalizer in one archive."""
+    import io
+
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if normalizer is not None:
+        s = normalizer.state_dict()
+        arrays["normalizer/mean"], arrays["normalizer/std"] = np.asarray(s["mean"]), np.asarray(s["std"])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]:
+    """Rebuild a run's model from its config.toml and model.npz."""
+    run_dir = Path(run_dir)
+    cfg = config_.load(run_dir / "config.toml")
+    path = run_dir / "model.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not finished")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    n_in = state["0.weight"].shape[1] if "0.weight" in state else next(v.shape[1] for k, v in state.items()
+                                                                       if k.endswith("weight") and v.ndim == 2)
+    model = build_model(cfg, n_in, N_CLASSES, np.random.SeedSequence(0))
+    model.load_state_dict(state)
+    normalizer = None
+    if "normalizer/mean" in arrays:
+        normalizer = Standardizer(per_feature=arrays["normalizer/mean"].ndim > 0)
+        normalizer.load_state_dict({"mean": arrays["normalizer/mean"], "std": arrays["normalizer/std"]})
+    return model.eval(), normalizer, cfg
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None,
+              log=None, plots: bool = True) -> dict:
+    """Train one configuration in ``run_dir``; with ``resume`` continue from its last checkpoint."""
+    run_dir = Path(run_dir)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    has_ckpt = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if has_ckpt and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
+                              "or choose another --out folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
+    start = time.perf_counter()
+    exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
+    if resume:
+        exp.trainer.resume()
+    exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
+    val = exp.trainer.evaluate(exp.val)
+    test = exp.trainer.evaluate(exp.test)
+    es = exp.trainer.early_stopping
+    metrics = {
+        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+        "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+        "epochs_run": exp.trainer.epoch,
+        "best_epoch": es.best_epoch if es is not None else exp.trainer.epoch,
+        "stopped_early": bool(es is not None and es.stopped_epoch is not None),
+        "bn_statistics": cfg["train"]["bn_statistics"],
+        "seconds_this_session": time.perf_counter() - start,
+        "seconds_training": float(sum(row["seconds"] for row in exp.trainer.history)),
+        "n_train": len(exp.data.train[1]), "n_val": len(exp.data.val[1]), "n_test": len(exp.data.test[1]),
+        "threads": _threads(),
+    }
+    save_model(run_dir / "model.npz", exp.model, exp.normalizer)
+    write_json(run_dir / "metrics.json", metrics)
+    if plots:
+        from .report.plots import plot_history
+        plot_history(exp.trainer.history, run_dir / "curves.png", title=cfg["run"]["name"])
+    log(f"validation accuracy {val['accuracy']:.4f}, test accuracy {test['accuracy']:.4f} -> {run_dir}")
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Score a finished run's saved model on its validation and test splits."""
+    model, normalizer, cfg = load_model(run_dir)
+    seeds = np.random.SeedSequence(cfg["run"]["seed"])
+    data = prepare_data(cfg, seeds.spawn(3)[0])
+    norm = (lambda X: normalizer.transform(X).astype(np.float32)) if normalizer else (lambda X: X)
+    trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optim.SGD(model.parameters(), lr=0.1))
+    val = trainer.evaluate((norm(data.val[0]), data.val[1]))
+    test = trainer.evaluate((norm(data.test[0]), data.test[1]))
+    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+
+def _threads() -> int | None:
+    try:
+        from threadpoolctl import threadpool_info
+        return max((i.get("num_threads") or 0 for i in threadpool_info()), default=None)
+    except ImportError:
+        return os.cpu_count()

@@ -1,0 +1,300 @@
+"""The training loop: full backward, then clipping, then the optimizer step; validation every epoch.
+
+One step on a minibatch (x, d), in the order the lecture insists on::
+
+    y = model(x);  L = Loss(y, d)             forward
+    model.backward(dL/dy)                     every layer's gradient, weights untouched
+    clip gradients (value or norm)            optional
+    optimizer.step(); constraints(model)      only now do weights change (then e.g. max-norm)
+
+After every epoch the model is scored on the validation data, the history and logs grow, early
+stopping decides, and a checkpoint with the whole training state is written atomically, so that a
+run killed at any moment resumes from the last epoch and ends with the very same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .. import optim
+from ..nn.module import Module
+from ..nn.normalization import BatchNorm1d, recompute_batchnorm_statistics
+from .checkpoint import atomic_write_bytes, load_latest, save_checkpoint
+from .early_stopping import EarlyStopping
+
+HISTORY_FIELDS = ("epoch", "train_loss", "train_penalty", "train_accuracy", "val_loss", "val_accuracy",
+                  "lr", "seconds")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinity; nothing was written from that step on."""
+
+
+def activity_penalty(model: Module) -> float:
+    """Sum of the ``penalty`` that regularizing layers (L1 on activations) recorded in forward."""
+    return float(sum(getattr(m, "penalty", 0.0) or 0.0 for m in model.modules()))
+
+
+def model_generators(model: Module) -> dict[str, np.random.Generator]:
+    """Every random generator held by the model's layers (dropout masks and the like), by name."""
+    gens = {}
+    for name, m in model.named_modules():
+        for attr, value in vars(m).items():
+            if isinstance(value, np.random.Generator):
+                gens[f"{name or 'model'}.{attr}"] = value
+    return gens
+
+
+def count_correct(out: np.ndarray, target: np.ndarray) -> int:
+    """Examples whose largest logit is the target class (0 when targets are not class indices)."""
+    if out.ndim != 2 or np.ndim(target) != 1 or not np.issubdtype(np.asarray(target).dtype, np.integer):
+        return 0
+    return int((out.argmax(axis=1) == target).sum())
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Train ``model`` on minibatches with ``loss`` and ``optimizer``; evaluate; checkpoint; resume.
+
+    Args:
+        scheduler: a learning-rate scheduler, stepped once per epoch (``scheduler_interval="epoch"``,
+            ``ReduceLROnPlateau`` gets the validation loss) or once per step (``"step"``).
+        clip_value / clip_norm: gradient clipping by value (the lecture's ceiling theta) or by norm.
+        constraints: callables ``c(model)`` applied after every optimizer step (max-norm).
+        early_stopping: an :class:`EarlyStopping`, or None to train all epochs.
+        bn_statistics: "recompute" (default: the lecture's population statistics over the training
+            minibatches with the final weights) or "running" (keep the running averages).
+        run_dir: where checkpoints, history.csv and history.jsonl go (None: nothing is written).
+        generators: further random generators to checkpoint (the data loader's, by name).
+    """
+
+    def __init__(self, model: Module, loss: Module, optimizer, scheduler=None, scheduler_interval: str = "epoch",
+                 clip_value: float | None = None, clip_norm: float | None = None,
+                 constraints: Iterable[Callable[[Module], None]] = (), early_stopping: EarlyStopping | None = None,
+                 bn_statistics: str = "recompute", run_dir: str | Path | None = None,
+                 generators: dict[str, np.random.Generator] | None = None, progress: bool | None = None,
+                 extra_state: dict | None = None, log: Callable[[str], None] | None = None):
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if bn_statistics not in ("recompute", "running"):
+            raise ValueError(f"bn_statistics must be 'recompute' or 'running', got {bn_statistics!r}")
+        self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
+        self.scheduler_interval, self.clip_value, self.clip_norm = scheduler_interval, clip_value, clip_norm
+        self.constraints, self.early_stopping = list(constraints), early_stopping
+        self.bn_statistics = bn_statistics
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.generators = {**model_generators(model), **(generators or {})}
+        self.progress, self.extra_state = progress, dict(extra_state or {})
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.step_count = 0
+        self.best_state: dict | None = None
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, int]:
+        """Forward, full backward, clip, step. Returns (loss, penalty, number correct)."""
+        self.optimizer.zero_grad()
+        out = self.model(xb)
+        if not np.all(np.isfinite(out)):
+            self._fail("model output")
+        value = self.loss(out, yb)
+        penalty = activity_penalty(self.model)
+        if not math.isfinite(value + penalty):
+            self._fail("loss")
+        self.model.backward(self.loss.backward())
+        params = list(self.model.parameters())
+        if self.clip_value:
+            optim.clip_grad_value_(params, self.clip_value)
+        if self.clip_norm:
+            total = optim.clip_grad_norm_(params, self.clip_norm)
+            finite = math.isfinite(total)
+        else:
+            finite = math.isfinite(sum(float(p.grad.sum()) for p in params))
+        if not finite:
+            self._fail("gradients")
+        self.optimizer.step()
+        for constraint in self.constraints:
+            constraint(self.model)
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        self.step_count += 1
+        return value, penalty, count_correct(out, yb)
+
+    def _fail(self, what: str):
+        where = f"epoch {self.epoch + 1}, step {self.step_count + 1}"
+        last = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+        raise NonFiniteError(f"non-finite {what} at {where}; training stopped ({last})")
+
+    def train_epoch(self, loader) -> dict:
+        self.model.train()
+        total = penalty_total = correct = count = 0.0
+        bar = _progress(len(loader), f"epoch {self.epoch + 1}", self.progress)
+        for xb, yb in loader:
+            value, penalty, right = self.train_step(xb, yb)
+            n = len(yb)
+            total, penalty_total, correct, count = total + value * n, penalty_total + penalty * n, correct + right, count + n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        if bar is not None:
+            bar.close()
+        return {"train_loss": total / count, "train_penalty": penalty_total / count, "train_accuracy": correct / count}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, data, batch_size: int = 1024) -> dict:
+        """Mean loss and accuracy of the model in eval mode on ``(X, y)`` or on a loader."""
+        self.model.eval()
+        batches = _batches(data, batch_size)
+        total = correct = count = 0.0
+        for xb, yb in batches:
+            out = self.model(xb)
+            total += self.loss(out, yb) * len(yb)
+            correct += count_correct(out, yb)
+            count += len(yb)
+        if count == 0:
+            raise ValueError("evaluate: the data set is empty")
+        return {"loss": total / count, "accuracy": correct / count}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, train_loader, val=None, epochs: int = 10, bn_batches=None) -> list[dict]:
+        """Train until ``epochs`` or early stopping; returns the history (one dict per epoch).
+
+        ``bn_batches`` are the training minibatches (no augmentation) over which the batch-norm
+        statistics are recomputed at the end; by default the training loader's own batches.
+        """
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        stopped = self.early_stopping is not None and self.early_stopping.stopped_epoch is not None
+        while self.epoch < epochs and not stopped:
+            start = time.perf_counter()
+            row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
+            if val is not None:
+                scores = self.evaluate(val)
+                row.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                if isinstance(self.scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(row.get("val_loss", row["train_loss"]))
+                else:
+                    self.scheduler.step()
+            if self.early_stopping is not None and val is not None:
+                stopped = self.early_stopping.update(self.epoch + 1, row["train_loss"], row["val_loss"])
+                if self.early_stopping.best_epoch == self.epoch + 1:
+                    self.best_state = self.model.state_dict()
+            row["seconds"] = time.perf_counter() - start
+            self.history.append(row)
+            self.epoch += 1
+            self._report(row)
+            self.save()
+        self.finish(train_loader if bn_batches is None else bn_batches)
+        return self.history
+
+    def finish(self, bn_batches) -> None:
+        """Restore the best weights if asked, then set the batch-norm inference statistics."""
+        es = self.early_stopping
+        if es is not None and es.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self.log(f"restored the weights of epoch {es.best_epoch} (best validation loss {es.best_loss:.4f})")
+        has_bn = any(isinstance(m, BatchNorm1d) for m in self.model.modules())
+        if has_bn and self.bn_statistics == "recompute":
+            state = {k: g.bit_generator.state for k, g in self.generators.items()}
+            recompute_batchnorm_statistics(self.model, bn_batches)
+            for k, g in self.generators.items():  # a loader's shuffle must not change the run
+                g.bit_generator.state = state[k]
+
+    def _report(self, row: dict) -> None:
+        parts = [f"epoch {row['epoch']:3d}", f"train loss {row['train_loss']:.4f}", f"acc {row['train_accuracy']:.4f}"]
+        if "val_loss" in row:
+            parts += [f"val loss {row['val_loss']:.4f}", f"acc {row['val_accuracy']:.4f}"]
+        parts.append(f"{row['seconds']:.1f}s")
+        self.log(" | ".join(parts))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step_count": self.step_count,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
+            "best_state": self.best_state,
+            "generators": {k: g.bit_generator.state for k, g in self.generators.items()},
+            "history": self.history,
+            "extra": self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step_count = int(state["epoch"]), int(state["step_count"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+        self.best_state = state["best_state"]
+        for k, s in state["generators"].items():
+            if k not in self.generators:
+                raise KeyError(f"checkpoint has a random generator {k!r} that this run does not have")
+            self.generators[k].bit_generator.state = s
+        self.history = list(state["history"])
+        self.extra_state = dict(state.get("extra") or {})
+
+    def save(self) -> None:
+        """Checkpoint and logs, each written atomically (no-op without ``run_dir``)."""
+        if self.run_dir is None:
+            return
+        self.last_checkpoint = save_checkpoint(self.run_dir / "checkpoints", self.epoch, self.state_dict())
+        write_history(self.run_dir, self.history)
+
+    def resume(self) -> bool:
+        """Load the newest intact checkpoint from ``run_dir``; False if there is none."""
+        if self.run_dir is None:
+            return False
+        found = load_latest(self.run_dir / "checkpoints", warn=self.log)
+        if found is None:
+            return False
+        state, path = found
+        self.load_state_dict(state)
+        self.last_checkpoint = path
+        self.log(f"resumed from {path} (epoch {self.epoch})")
+        return True
+
+
+def _batches(data, batch_size: int):
+    if isinstance(data, tuple) and len(data) == 2:
+        X, y = data
+        return ((X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size))
+    return data
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """history.csv and history.jsonl, one row per epoch, rewritten atomically."""
+    run_dir = Path(run_dir)
+    buf = io.StringIO()
+    fields = [f for f in HISTORY_FIELDS if any(f in row for row in history)]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(run_dir / "history.csv", buf.getvalue().encode())
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write_bytes(run_dir / "history.jsonl", lines.encode())
