@@ -107,3 +107,32 @@ def test_resume_after_kill_9_mid_epoch_is_bit_identical(tmp_path):
     killed = (tmp_path / "killed" / "history.csv").read_text().splitlines()
     strip_seconds = lambda rows: [",".join(r.split(",")[:-1]) for r in rows]  # noqa: E731
     assert strip_seconds(full) == strip_seconds(killed)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model": {"layer": "dropconnect", "layer_p": 0.3}},
+    {"model": {"layer": "shakeout", "shakeout_tau": 0.3, "shakeout_c": 0.05}},
+    {"model": {"layer": "whiteout", "whiteout_sigma": 0.05}},
+    {"model": {"noise_std": 0.1, "activity_l1": 1e-4}, "regularization": {"max_norm": 2.0}},
+])
+def test_every_regularizer_is_usable_from_the_config(tmp_path, overrides):
+    from tricklab import nn
+
+    doc = {**SMALL, "train": {"epochs": 1, "batch_size": 100}, "early_stopping": {"enabled": False}}
+    for section, values in overrides.items():
+        doc[section] = {**doc.get(section, {}), **values}
+    cfg = config.resolve(doc)
+    exp = build(cfg)
+    kinds = {type(m).__name__ for m in exp.model.modules()}
+    expected = {"dropconnect": "DropConnect", "shakeout": "Shakeout", "whiteout": "Whiteout"}.get(cfg["model"]["layer"])
+    assert expected is None or expected in kinds
+    metrics = train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    assert np.isfinite(metrics["val_loss"])
+    if cfg["regularization"]["max_norm"]:
+        model, _, _ = load_model(tmp_path / "run")
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                assert np.linalg.norm(m.weight.data, axis=1).max() <= 2.0 + 1e-5
+    if cfg["model"]["activity_l1"]:
+        history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+        assert history[0]["train_penalty"] > 0

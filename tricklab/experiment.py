@@ -84,13 +84,10 @@ def _hidden_layer(m: dict, n_in: int, n_out: int, rng: np.random.Generator) -> n
     if kind == "linear":
         return nn.Linear(n_in, n_out, init=m["init"], rng=rng)
     if kind == "dropconnect":
-        from .nn.dropconnect import DropConnect
-        return DropConnect(n_in, n_out, p=m["layer_p"], init=m["init"], rng=rng)
+        return nn.DropConnect(n_in, n_out, p=m["layer_p"], init=m["init"], rng=rng)
     if kind == "shakeout":
-        from .nn.shakeout import Shakeout
-        return Shakeout(n_in, n_out, tau=m["shakeout_tau"], c=m["shakeout_c"], init=m["init"], rng=rng)
-    from .nn.whiteout import Whiteout
-    return Whiteout(n_in, n_out, sigma=m["whiteout_sigma"], gamma=m["whiteout_gamma"], lam=m["whiteout_lambda"],
+        return nn.Shakeout(n_in, n_out, tau=m["shakeout_tau"], c=m["shakeout_c"], init=m["init"], rng=rng)
+    return nn.Whiteout(n_in, n_out, sigma=m["whiteout_sigma"], gamma=m["whiteout_gamma"], lam=m["whiteout_lambda"],
                     init=m["init"], rng=rng)
 
 
@@ -108,11 +105,9 @@ def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence)
             layers.append(nn.BatchNorm1d(h))
         layers.append(_activation(m["activation"]))
         if m["noise_std"]:
-            from .nn.noise import GaussianNoise as NoiseLayer
-            layers.append(NoiseLayer(m["noise_std"], rng=next(gens)))
+            layers.append(nn.GaussianNoise(m["noise_std"], rng=next(gens)))
         if m["activity_l1"]:
-            from .nn.activity import ActivityL1
-            layers.append(ActivityL1(m["activity_l1"]))
+            layers.append(nn.ActivityL1(m["activity_l1"]))
         if m["dropout"]:
             layers.append(nn.Dropout(m["dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
         width = h
@@ -201,15 +196,6 @@ class _Noise:
         return xb + rng.standard_normal(xb.shape, dtype=np.float32) * np.float32(self.std)
 
 
-def _max_norm_constraint(c: float):
-    from .nn.constraints import max_norm_
-
-    def constraint(model):
-        max_norm_(model, c)
-
-    return constraint
-
-
 @dataclass
 class Experiment:
     cfg: dict
@@ -244,7 +230,7 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     if e["enabled"]:
         stopper = EarlyStopping(e["criterion"], patience=e["patience"], min_delta=e["min_delta"], alpha=e["alpha"],
                                 strip=e["strip"], s=e["s"], restore_best=e["restore_best"])
-    constraints = [_max_norm_constraint(r["max_norm"])] if r["max_norm"] else []
+    constraints = [nn.MaxNorm(r["max_norm"])] if r["max_norm"] else []
     trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
                       clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,
                       early_stopping=stopper, bn_statistics=t["bn_statistics"], run_dir=run_dir,

@@ -2,16 +2,24 @@
 
 from . import init
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activity import ActivityL1, activity_penalty
+from .constraints import MaxNorm, max_norm_
+from .dropconnect import DropConnect
 from .dropout import Dropout, fold_dropout_scaling
 from .linear import Flatten, Identity, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, Sequential
+from .noise import GaussianNoise
 from .normalization import BatchNorm1d, recompute_batchnorm_statistics
 from .parameter import Parameter
+from .shakeout import Shakeout
+from .whiteout import Whiteout
 
 __all__ = [
     "init", "Module", "Sequential", "Parameter", "Linear", "Identity", "Flatten",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "fold_dropout_scaling",
     "BatchNorm1d", "recompute_batchnorm_statistics",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
+    "DropConnect", "Shakeout", "Whiteout", "GaussianNoise", "ActivityL1", "activity_penalty",
+    "MaxNorm", "max_norm_",
 ]

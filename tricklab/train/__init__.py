@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from .early_stopping import EarlyStopping
-from .trainer import NonFiniteError, Trainer, activity_penalty, model_generators, write_history
+from .trainer import NonFiniteError, Trainer, model_generators, write_history
 
 __all__ = ["Trainer", "EarlyStopping", "NonFiniteError", "CheckpointError", "save_checkpoint",
-           "load_checkpoint", "load_latest", "activity_penalty", "model_generators", "write_history"]
+           "load_checkpoint", "load_latest", "model_generators", "write_history"]

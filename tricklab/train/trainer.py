@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .. import optim
+from ..nn.activity import activity_penalty
 from ..nn.module import Module
 from ..nn.normalization import BatchNorm1d, recompute_batchnorm_statistics
 from .checkpoint import atomic_write_bytes, load_latest, save_checkpoint
@@ -37,11 +38,6 @@ HISTORY_FIELDS = ("epoch", "train_loss", "train_penalty", "train_accuracy", "val
 
 class NonFiniteError(RuntimeError):
     """Training produced NaN or infinity; nothing was written from that step on."""
-
-
-def activity_penalty(model: Module) -> float:
-    """Sum of the ``penalty`` that regularizing layers (L1 on activations) recorded in forward."""
-    return float(sum(getattr(m, "penalty", 0.0) or 0.0 for m in model.modules()))
 
 
 def model_generators(model: Module) -> dict[str, np.random.Generator]:
