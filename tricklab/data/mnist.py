@@ -176,7 +176,7 @@ def _missing_error(names: list[str], kind: str, roots: list[Path]) -> FileNotFou
     searched = "\n  ".join(str(p) for n in names for p in candidate_paths(n, kind, roots))
     return FileNotFoundError(
         f"{kind} files {names} not found; searched:\n  {searched}\n"
-        f"Get them with load_mnist(..., download=True), `python -m tricklab.data fetch {kind}`, "
+        f"Get them with load_mnist(..., download=True), `tricklab data fetch {kind}`, "
         f"or point TRICKLAB_DATA at a folder holding {KINDS[kind]}/<name>.gz")
 
 
