@@ -1,0 +1,446 @@
+"""Recurrent layers with backpropagation through time: Elman RNN, LSTM, and zoneout on their states.
+
+Both layers read a batch-first sequence x of shape (batch, time, input_size) and run the
+recurrence over time for ``num_layers`` stacked layers (layer l > 0 reads the hidden states of
+layer l - 1). The forward pass keeps every state; the backward pass walks the sequence in
+reverse, carrying dLoss/dh_t (and dLoss/dc_t) from step t to step t - 1. The input projection
+x_t W_ih^T of all steps is one matrix product in the forward pass, and the weight gradients of
+all steps are one matrix product each in the backward pass; only the recurrence loops in Python.
+
+Zoneout (Krueger et al. 2016) regularizes a state by letting each unit keep its previous value
+with probability z. In training, with a fresh mask d ~ Bernoulli(z) per example, unit and step::
+
+    s_t = d_t * s_{t-1} + (1 - d_t) * s~_t        (s~_t: the state the cell would have computed)
+
+and at eval the expectation over d, s_t = z s_{t-1} + (1 - z) s~_t. Unlike dropout the
+state is never set to zero, so zoneout also lets the gradient skip the step where d_t = 1:
+dLoss/ds_{t-1} gets d_t * dLoss/ds_t directly. The masks of a forward pass (one draw of shape
+(num_layers, time, batch, hidden) per state) are kept and reused by backward.
+
+References:
+    Elman, J. L. "Finding structure in time." Cognitive Science 14, 1990.
+    Werbos, P. J. "Backpropagation through time: what it does and how to do it." Proc. IEEE 78, 1990.
+    Hochreiter, S. and Schmidhuber, J. "Long short-term memory." Neural Computation 9, 1997.
+    Gers, F. A., Schmidhuber, J. and Cummins, F. "Learning to forget: continual prediction with
+    LSTM." Neural Computation 12, 2000.
+    Krueger, D., Maharaj, T., Kramár, J., Pezeshki, M., Ballas, N., Ke, N. R., Goyal, A.,
+    Bengio, Y., Courville, A. and Pal, C. "Zoneout: Regularizing RNNs by Randomly Preserving
+    Hidden Activations." ICLR 2017 (arXiv:1606.01305, 2016).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._rng import RngLike, as_generator
+from .module import Module
+from .parameter import Parameter
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+def _probability(owner: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    # 1/(1+exp(-a)) = (1 + tanh(a/2)) / 2: the same value, without overflow for large |a|
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _zone(new: np.ndarray, prev: np.ndarray, d) -> np.ndarray:
+    """d * prev + (1 - d) * new: d is a 0/1 mask (training), the probability z (eval) or None."""
+    return new if d is None else d * prev + (1 - d) * new
+
+
+class _Recurrent(Module):
+    """Shared machinery: parameters, argument checks, masks and the loop over stacked layers.
+
+    A subclass sets ``_gates`` (rows of ``weight_ih`` per hidden unit) and ``_states`` (the names
+    of the carried states) and writes one layer's pass over the whole sequence, time-major:
+    ``_layer_forward(l, x, state0, zones) -> (h, final_states, cache)`` and
+    ``_layer_backward(l, cache, grad_h, grad_final, zones) -> (grad_x, grad_state0)``.
+    """
+
+    _gates = 1
+    _states: tuple[str, ...] = ("h",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool,
+                 batch_first: bool, zoneout: dict[str, float], rng: RngLike, dtype):
+        super().__init__(dtype=dtype)
+        owner = type(self).__name__
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+        if batch_first is not True:
+            raise ValueError(f"{owner}: only batch_first=True is supported (input of shape "
+                             f"(batch, time, input_size)), got batch_first={batch_first!r}")
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first = bool(bias), True
+        # one probability per carried state, in the order of _states
+        self._zoneout = tuple(_probability(owner, name, z) for name, z in zoneout.items())
+        self.rng = as_generator(rng)
+        H, G = self.hidden_size, self._gates * self.hidden_size
+        bound = 1.0 / math.sqrt(H)  # torch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
+        for l in range(self.num_layers):
+            n_in = self.input_size if l == 0 else H
+            shapes = [(f"weight_ih_l{l}", (G, n_in)), (f"weight_hh_l{l}", (G, H))]
+            if self.bias:
+                shapes += [(f"bias_ih_l{l}", (G,)), (f"bias_hh_l{l}", (G,))]
+            for name, shape in shapes:
+                setattr(self, name, Parameter(self.rng.uniform(-bound, bound, size=shape).astype(self.dtype)))
+        self._masks = None
+        self._caches = None
+
+    # ----------------------------------------------------------------- helpers
+    def _weights(self, l: int):
+        W_ih, W_hh = getattr(self, f"weight_ih_l{l}"), getattr(self, f"weight_hh_l{l}")
+        b = (getattr(self, f"bias_ih_l{l}"), getattr(self, f"bias_hh_l{l}")) if self.bias else None
+        return W_ih, W_hh, b
+
+    def _project_input(self, l: int, x: np.ndarray) -> np.ndarray:
+        """x_t W_ih^T + b_ih + b_hh for all steps at once: (time, batch, G)."""
+        W_ih, _, b = self._weights(l)
+        a = x @ W_ih.data.T
+        if b is not None:
+            a += b[0].data + b[1].data
+        return a
+
+    def _accumulate_weight_grads(self, l: int, ga: np.ndarray, x: np.ndarray, h_prev: np.ndarray) -> np.ndarray:
+        """Sum over all steps in one product each: dW_ih += ga^T x, dW_hh += ga^T h_{t-1}; returns ga W_ih."""
+        W_ih, W_hh, b = self._weights(l)
+        ga2 = ga.reshape(-1, ga.shape[-1])
+        W_ih.grad += ga2.T @ x.reshape(-1, x.shape[-1])
+        W_hh.grad += ga2.T @ h_prev.reshape(-1, self.hidden_size)
+        if b is not None:
+            gb = ga2.sum(axis=0)
+            b[0].grad += gb
+            b[1].grad += gb
+        return ga @ W_ih.data
+
+    def _check_input(self, x) -> np.ndarray:
+        x = self._cast_input(x)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"{type(self).__name__}({self.input_size}, {self.hidden_size}) got input of shape "
+                             f"{x.shape}; expected (batch, time, input_size) = (batch, time, {self.input_size})")
+        return x
+
+    def _check_state(self, s, name: str, batch: int) -> np.ndarray:
+        expected = (self.num_layers, batch, self.hidden_size)
+        if s is None:
+            return np.zeros(expected, dtype=self.dtype)
+        s = self._cast_input(s, name=name)
+        if s.shape != expected:
+            raise ValueError(f"{type(self).__name__}: {name} has shape {s.shape}; expected "
+                             f"(num_layers, batch, hidden_size) = {expected}")
+        return s
+
+    def _zones(self, T: int, B: int):
+        """Per state: the masks (num_layers, T, B, H) in training, z at eval, None without zoneout."""
+        zones = []
+        for z in self._zoneout:
+            if z == 0.0:
+                zones.append(None)
+            elif self.training:
+                shape = (self.num_layers, T, B, self.hidden_size)
+                zones.append((self.rng.random(shape) < z).astype(self.dtype))
+            else:
+                zones.append(self.dtype.type(z))
+        return zones
+
+    def _mask(self, k: int):
+        """Mask of state k, batch-first (num_layers, batch, time, hidden): 1 where the unit kept s_{t-1}."""
+        if self._masks is None or not isinstance(self._masks[k], np.ndarray):
+            return None
+        return np.moveaxis(self._masks[k], 1, 2)
+
+    @property
+    def mask_h(self):
+        """The hidden-state zoneout mask of the last training forward pass, (num_layers, batch, time,
+        hidden); None at eval or without zoneout."""
+        return self._mask(0)
+
+    # ----------------------------------------------------------------- passes
+    def _run(self, x, states0: list):
+        x = self._check_input(x)
+        B, T, _ = x.shape
+        states0 = [self._check_state(s, f"{name}_0", B) for s, name in zip(states0, self._states)]
+        zones = self._zones(T, B)
+        layer_in = np.ascontiguousarray(x.transpose(1, 0, 2))
+        finals = [np.empty_like(s) for s in states0]
+        caches = []
+        for l in range(self.num_layers):
+            layer_zones = [None if d is None else d[l] if isinstance(d, np.ndarray) else d for d in zones]
+            layer_in, final, cache = self._layer_forward(l, layer_in, [s[l] for s in states0], layer_zones)
+            for k, s in enumerate(final):
+                finals[k][l] = s
+            caches.append((cache, layer_zones))
+        self._masks, self._caches, self._shape = zones, caches, (B, T)
+        return layer_in.transpose(1, 0, 2).copy(), finals
+
+    def _backprop(self, grad_output, grad_finals: list) -> np.ndarray:
+        caches = self._saved("_caches")
+        B, T = self._shape
+        H, owner = self.hidden_size, type(self).__name__
+        if grad_output is None:
+            g = np.zeros((T, B, H), dtype=self.dtype)
+        else:
+            g = np.asarray(grad_output, dtype=self.dtype)
+            if g.shape != (B, T, H):
+                raise ValueError(f"{owner}.backward: grad_output has shape {g.shape}; expected the output's "
+                                 f"shape (batch, time, hidden_size) = {(B, T, H)}")
+            g = np.ascontiguousarray(g.transpose(1, 0, 2))
+        expected = (self.num_layers, B, H)
+        gfs = []
+        for gf, name in zip(grad_finals, self._states):
+            if gf is None:
+                gfs.append(np.zeros(expected, dtype=self.dtype))
+                continue
+            gf = np.asarray(gf, dtype=self.dtype)
+            if gf.shape != expected:
+                raise ValueError(f"{owner}.backward: the gradient for {name}_n has shape {gf.shape}; "
+                                 f"expected (num_layers, batch, hidden_size) = {expected}")
+            gfs.append(gf)
+        grads0 = [np.empty_like(gf) for gf in gfs]
+        for l in reversed(range(self.num_layers)):
+            cache, zones = caches[l]
+            g, g0 = self._layer_backward(l, cache, g, [gf[l] for gf in gfs], zones)
+            for k, s in enumerate(g0):
+                grads0[k][l] = s
+        for name, g0 in zip(self._states, grads0):
+            setattr(self, f"grad_{name}0", g0)
+        return g.transpose(1, 0, 2).copy()
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, batch_first=True"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        return s
+
+
+class RNN(_Recurrent):
+    """Elman RNN, batch-first, as ``torch.nn.RNN(..., batch_first=True)``, with optional zoneout.
+
+    For each layer, with x_t the input at step t (the layer below's h_t for layers above the first)::
+
+        h~_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)        ("relu" replaces tanh)
+        h_t  = d_t * h_{t-1} + (1 - d_t) * h~_t,   d_t ~ Bernoulli(zoneout)  (training)
+        h_t  = zoneout * h_{t-1} + (1 - zoneout) * h~_t                      (eval)
+
+    With ``zoneout=0`` (default) h_t = h~_t. Backpropagation through time, with
+    g_t = dLoss/dh_t = grad_output_t + (what step t+1 sends back), g_T starting at grad_state::
+
+        dLoss/da_t   = (1 - d_t) g_t * (1 - h~_t^2)          (a_t: the argument of tanh)
+        dLoss/dh_t-1 = dLoss/da_t W_hh + d_t g_t
+        dLoss/dx_t   = dLoss/da_t W_ih,   dW_ih += sum_t dLoss/da_t^T x_t,   dW_hh += sum_t dLoss/da_t^T h_t-1
+
+    Shapes: x (batch, time, input_size); h0 and h_n (num_layers, batch, hidden_size); output
+    (batch, time, hidden_size), the last layer's h_t. Parameters ``weight_ih_l{k}`` (H, in),
+    ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H,), all ~ U(-1/sqrt(H), 1/sqrt(H))
+    as in PyTorch, so ``state_dict`` moves both ways. After backward, ``grad_h0`` holds dLoss/dh0.
+    Zoneout: Krueger et al. 2016 (see the module docstring); ``mask_h`` holds the last masks.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True, nonlinearity: str = "tanh", zoneout: float = 0.0,
+                 rng: RngLike = None, dtype=None):
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"RNN: nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first,
+                         {"zoneout": zoneout}, rng, dtype)
+        self.nonlinearity = nonlinearity
+
+    @property
+    def zoneout(self) -> float:
+        return self._zoneout[0]
+
+    def forward(self, x, h0=None):
+        """x (batch, time, input_size), h0 (num_layers, batch, hidden) or None (zeros) -> (output, h_n)."""
+        output, (h_n,) = self._run(x, [h0])
+        return output, h_n
+
+    def backward(self, grad_output, grad_state=None):
+        """dLoss/doutput (or None) and dLoss/dh_n (or None: zero) -> dLoss/dx (batch, time, input_size)."""
+        return self._backprop(grad_output, [grad_state])
+
+    def _layer_forward(self, l, x, state0, zones):
+        _, W_hh, _ = self._weights(l)
+        (d,) = zones
+        T, B = x.shape[:2]
+        cand = self._project_input(l, x)  # becomes h~_t in place, step by step
+        hs = np.empty((T + 1, B, self.hidden_size), dtype=self.dtype)
+        hs[0] = state0[0]
+        for t in range(T):
+            a = cand[t] + hs[t] @ W_hh.data.T
+            if self.nonlinearity == "tanh":
+                np.tanh(a, out=cand[t])
+            else:
+                np.maximum(a, 0, out=cand[t])
+            hs[t + 1] = _zone(cand[t], hs[t], d if not isinstance(d, np.ndarray) else d[t])
+        return hs[1:], (hs[T],), (x, hs, cand)
+
+    def _layer_backward(self, l, cache, grad_h, grad_final, zones):
+        x, hs, cand = cache
+        _, W_hh, _ = self._weights(l)
+        (d,) = zones
+        gh = grad_final[0].copy()
+        ga = np.empty_like(cand)
+        for t in reversed(range(len(cand))):
+            gh += grad_h[t]
+            d_t = d[t] if isinstance(d, np.ndarray) else d
+            g_cand = gh if d is None else (1 - d_t) * gh
+            deriv = 1 - cand[t] * cand[t] if self.nonlinearity == "tanh" else (cand[t] > 0)
+            ga[t] = g_cand * deriv
+            gh_prev = ga[t] @ W_hh.data
+            if d is not None:
+                gh_prev += d_t * gh
+            gh = gh_prev
+        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1])
+        return grad_x, (gh,)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
+        return s
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory, batch-first, as ``torch.nn.LSTM(..., batch_first=True)``, with zoneout.
+
+    For each layer (Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000), gate
+    rows in PyTorch's order (i, f, g, o) in ``weight_ih_l{k}`` (4H, in) and ``weight_hh_l{k}`` (4H, H)::
+
+        [a_i, a_f, a_g, a_o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh
+        i = sigmoid(a_i),  f = sigmoid(a_f),  g = tanh(a_g),  o = sigmoid(a_o)
+        c~_t = f * c_{t-1} + i * g
+        h~_t = o * tanh(c~_t)
+        c_t  = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t,    d^c_t ~ Bernoulli(zoneout_c)
+        h_t  = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t,    d^h_t ~ Bernoulli(zoneout_h)
+
+    in training, and at eval d^c_t = zoneout_c, d^h_t = zoneout_h (the expectation). As in the
+    paper, h~_t is computed from the un-zoned c~_t, and the output at step t is the zoned-out h_t.
+    With both probabilities 0 (default) this is exactly ``torch.nn.LSTM``. Backward through time,
+    with g^h_t = dLoss/dh_t (grad_output_t plus what step t+1 sends back) and g^c_t = dLoss/dc_t::
+
+        g^h~ = (1 - d^h) g^h,    g^c~ = (1 - d^c) g^c + g^h~ * o * (1 - tanh(c~)^2)
+        da_i = g^c~ g i(1-i),   da_f = g^c~ c_{t-1} f(1-f),   da_g = g^c~ i (1-g^2),   da_o = g^h~ tanh(c~) o(1-o)
+        g^h_{t-1} += da W_hh + d^h g^h,    g^c_{t-1} = g^c~ f + d^c g^c
+
+    Shapes: x (batch, time, input_size); h0, c0, h_n, c_n (num_layers, batch, hidden_size); output
+    (batch, time, hidden_size). Biases (4H,); every parameter ~ U(-1/sqrt(H), 1/sqrt(H)) as in
+    PyTorch. After backward, ``grad_h0`` and ``grad_c0`` hold the gradients for the initial state;
+    ``mask_h`` and ``mask_c`` hold the last training masks (1 where the unit kept its old value).
+
+    References: Krueger et al. 2016, "Zoneout: Regularizing RNNs by Randomly Preserving Hidden
+    Activations" (the paper uses zoneout_c = 0.5, zoneout_h = 0.05 for LSTMs).
+    """
+
+    _gates = 4
+    _states = ("h", "c")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True, zoneout_h: float = 0.0, zoneout_c: float = 0.0,
+                 rng: RngLike = None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first,
+                         {"zoneout_h": zoneout_h, "zoneout_c": zoneout_c}, rng, dtype)
+
+    @property
+    def zoneout_h(self) -> float:
+        return self._zoneout[0]
+
+    @property
+    def zoneout_c(self) -> float:
+        return self._zoneout[1]
+
+    @property
+    def mask_c(self):
+        """The cell-state zoneout mask of the last training forward pass, like ``mask_h``."""
+        return self._mask(1)
+
+    def forward(self, x, state=None):
+        """x (batch, time, input_size), state (h0, c0) or None (zeros) -> (output, (h_n, c_n))."""
+        if state is None:
+            state = (None, None)
+        elif not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"LSTM: state must be a pair (h_0, c_0) or None, got {type(state).__name__}")
+        output, (h_n, c_n) = self._run(x, list(state))
+        return output, (h_n, c_n)
+
+    def backward(self, grad_output, grad_state=None):
+        """dLoss/doutput (or None) and (dLoss/dh_n, dLoss/dc_n) (None or either None: zero) -> dLoss/dx."""
+        if grad_state is None:
+            grad_state = (None, None)
+        elif not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+            raise TypeError("LSTM.backward: grad_state must be a pair (grad_h_n, grad_c_n) or None, "
+                            f"got {type(grad_state).__name__}")
+        return self._backprop(grad_output, list(grad_state))
+
+    def _layer_forward(self, l, x, state0, zones):
+        _, W_hh, _ = self._weights(l)
+        dh, dc = zones
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        gates = self._project_input(l, x)  # becomes [i, f, g, o] in place, step by step
+        hs = np.empty((T + 1, B, H), dtype=self.dtype)
+        cs = np.empty_like(hs)
+        tanh_c = np.empty((T, B, H), dtype=self.dtype)
+        hs[0], cs[0] = state0
+        for t in range(T):
+            a = gates[t]
+            a += hs[t] @ W_hh.data.T
+            a[:, :2 * H] = _sigmoid(a[:, :2 * H])
+            a[:, 3 * H:] = _sigmoid(a[:, 3 * H:])
+            np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
+            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            c_new = f * cs[t] + i * g
+            np.tanh(c_new, out=tanh_c[t])
+            h_new = o * tanh_c[t]
+            cs[t + 1] = _zone(c_new, cs[t], dc[t] if isinstance(dc, np.ndarray) else dc)
+            hs[t + 1] = _zone(h_new, hs[t], dh[t] if isinstance(dh, np.ndarray) else dh)
+        return hs[1:], (hs[T], cs[T]), (x, hs, cs, gates, tanh_c)
+
+    def _layer_backward(self, l, cache, grad_h, grad_final, zones):
+        x, hs, cs, gates, tanh_c = cache
+        _, W_hh, _ = self._weights(l)
+        dh, dc = zones
+        H = self.hidden_size
+        gh, gc = grad_final[0].copy(), grad_final[1].copy()
+        ga = np.empty_like(gates)
+        for t in reversed(range(len(gates))):
+            gh += grad_h[t]
+            dh_t = dh[t] if isinstance(dh, np.ndarray) else dh
+            dc_t = dc[t] if isinstance(dc, np.ndarray) else dc
+            i, f, g, o = gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:3 * H], gates[t, :, 3 * H:]
+            g_hnew = gh if dh is None else (1 - dh_t) * gh
+            g_cnew = gc if dc is None else (1 - dc_t) * gc
+            g_cnew = g_cnew + g_hnew * o * (1 - tanh_c[t] * tanh_c[t])
+            ga[t, :, :H] = g_cnew * g * i * (1 - i)
+            ga[t, :, H:2 * H] = g_cnew * cs[t] * f * (1 - f)
+            ga[t, :, 2 * H:3 * H] = g_cnew * i * (1 - g * g)
+            ga[t, :, 3 * H:] = g_hnew * tanh_c[t] * o * (1 - o)
+            gc_prev = g_cnew * f
+            gh_prev = ga[t] @ W_hh.data
+            if dc is not None:
+                gc_prev += dc_t * gc
+            if dh is not None:
+                gh_prev += dh_t * gh
+            gh, gc = gh_prev, gc_prev
+        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1])
+        return grad_x, (gh, gc)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.zoneout_h or self.zoneout_c:
+            s += f", zoneout_h={self.zoneout_h}, zoneout_c={self.zoneout_c}"
+        return s
