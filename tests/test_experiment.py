@@ -136,3 +136,45 @@ def test_every_regularizer_is_usable_from_the_config(tmp_path, overrides):
     if cfg["model"]["activity_l1"]:
         history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
         assert history[0]["train_penalty"] > 0
+
+
+def test_batchnorm_run_survives_a_last_batch_of_one(tmp_path):
+    doc = {**SMALL, "train": {"epochs": 1, "batch_size": 899}}  # 900 training examples: a tail of one
+    cfg = config.resolve(doc)
+    assert len(build(cfg).data.train[1]) % 899 == 1
+    metrics = train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    assert np.isfinite(metrics["val_loss"])
+
+
+def test_warmup_then_decay_schedule(tmp_path):
+    doc = {**SMALL, "early_stopping": {"enabled": False}, "optimizer": {"name": "sgd", "lr": 0.1},
+           "schedule": {"name": "step", "step_size": 1, "gamma": 0.5, "warmup_epochs": 2}, "train": {"epochs": 4}}
+    train_run(config.resolve(doc), tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(0.1 / 3) and lrs[1] == pytest.approx(0.1 * 2 / 3 * 0.5)
+    assert lrs[1] < lrs[0] * 2 and lrs[3] < lrs[2]
+
+
+def test_translation_must_be_in_pixels():
+    cfg = config.resolve({"data": {"name": "mnist"}, "augmentation": {"translation": 0.5}})
+    from tricklab.experiment import build_augmentation
+    with pytest.raises(config.ConfigError, match="augmentation.translation is in pixels"):
+        build_augmentation(cfg, (28, 28), None)
+
+
+def test_cli_reports_divergence_cleanly(tmp_path, capsys):
+    cfg_path = tmp_path / "c.toml"
+    doc = {**SMALL, "model": {"hidden": [32]}, "augmentation": {}, "optimizer": {"name": "sgd", "lr": 1e6},
+           "data": {**SMALL["data"], "normalize": "none"}, "early_stopping": {"enabled": False}}
+    cfg_path.write_text(config.dumps(config.resolve(doc)))
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "run")]) == 2
+    assert "non-finite" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
+    cfg = config.resolve({**SMALL, "train": {"epochs": 2}})
+    train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    other = config.set_key(cfg, "optimizer.lr", 0.5)
+    from tricklab.train import CheckpointError
+    with pytest.raises(CheckpointError, match="another configuration"):
+        train_run(other, tmp_path / "run", resume=True, progress=False, log=lambda m: None, plots=False)

@@ -51,6 +51,10 @@ def _like(structure, leaves_iter):
     return next(leaves_iter)
 
 
+def _is_float(x) -> bool:
+    return np.issubdtype(np.asarray(x).dtype, np.floating)
+
+
 def _generators(module: Module) -> list[np.random.Generator]:
     gens = []
     for m in module.modules():
@@ -75,7 +79,8 @@ def gradcheck(fn_or_module, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol
     ``raise_exception=False``.
     """
     rng = as_generator(seed)
-    xs = [np.array(x, dtype=np.float64, copy=True) for x in inputs]
+    # floating inputs are checked in float64; others (integer class targets) pass through as they are
+    xs = [np.array(x, dtype=np.float64, copy=True) if _is_float(x) else x for x in inputs]
     if isinstance(fn_or_module, Module):
         module = copy.deepcopy(fn_or_module).to(np.float64)
         gens = _generators(module)
@@ -111,7 +116,7 @@ def gradcheck(fn_or_module, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol
 
     targets = []
     if check_inputs:
-        targets += [(f"input{i}", x, np.asarray(g)) for i, (x, g) in enumerate(zip(xs, grad_in))]
+        targets += [(f"input{i}", x, np.asarray(g)) for i, (x, g) in enumerate(zip(xs, grad_in)) if _is_float(x)]
     targets += [(name, p.data, p.grad.copy()) for name, p in params]
 
     worst = GradcheckResult(True, "", (), 0.0, 0.0, 0.0, 0)

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from . import config as config_
+from .train.checkpoint import CheckpointError
+from .train.trainer import NonFiniteError
 
 EXTENSIONS = ("tricklab.lab.cli",)  # modules with register(subparsers): sweep, ablate, reproduce, report
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (config_.ConfigError, FileNotFoundError, FileExistsError) as exc:
+    except (config_.ConfigError, FileNotFoundError, FileExistsError, NonFiniteError, CheckpointError) as exc:
         print(f"tricklab: error: {exc}", file=sys.stderr)
         return 2
 

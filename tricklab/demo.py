@@ -1,6 +1,7 @@
 """``tricklab demo``: a plain MLP against the same MLP with the lecture's tricks.
 
-Plain: raw inputs, plain SGD, no regularization, fixed epochs. With tricks: inputs normalized on
+Plain: raw inputs, plain SGD (no momentum; step size 0.1, the best of 0.01, 0.05 and 0.1 on
+MNIST-1D validation data), no regularization, fixed epochs. With tricks: inputs normalized on
 the training split, batch norm before each activation, dropout, Adam, gradient clipping, early
 stopping on the validation split with the best weights restored, batch-norm statistics
 recomputed by the lecture's rule; on MNIST-1D also Gaussian input noise as augmentation. Both
@@ -20,7 +21,7 @@ HIDDEN = [512, 512, 512]
 PLAIN = {
     "data": {"normalize": "none"},
     "model": {"hidden": HIDDEN, "activation": "relu"},
-    "optimizer": {"name": "sgd", "lr": 0.01},
+    "optimizer": {"name": "sgd", "lr": 0.1},
 }
 TRICKS = {
     "data": {"normalize": "per_feature"},

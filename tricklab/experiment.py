@@ -31,7 +31,7 @@ from . import nn, optim
 from .data import (Compose, DataLoader, ElasticDistortion, GaussianNoise, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .train import EarlyStopping, Trainer
-from .train.checkpoint import atomic_write_bytes
+from .train.checkpoint import CheckpointError, atomic_write_bytes
 
 N_CLASSES = 10
 
@@ -139,8 +139,18 @@ def build_optimizer(cfg: dict, model: nn.Module):
     return cls(groups, lr=o["lr"], betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"])
 
 
-def build_scheduler(cfg: dict, optimizer, steps_per_epoch: int):
-    """Schedules step once per epoch; a linear warm-up (if any) steps per minibatch first."""
+def build_scheduler(cfg: dict, optimizer) -> list:
+    """The step-size schedules, stepped once per epoch: an optional linear warm-up over
+    ``warmup_epochs`` chained with the named decay (their factors multiply, as in PyTorch)."""
+    s = cfg["schedule"]
+    out = []
+    if s["warmup_epochs"]:
+        out.append(optim.lr_scheduler.LinearWarmup(optimizer, s["warmup_epochs"], start_factor=1.0 / (s["warmup_epochs"] + 1)))
+    decay = _decay_schedule(cfg, optimizer)
+    return out + ([decay] if decay is not None else [])
+
+
+def _decay_schedule(cfg: dict, optimizer):
     s, epochs = cfg["schedule"], cfg["train"]["epochs"]
     sched = optim.lr_scheduler
     name = s["name"]
@@ -170,6 +180,9 @@ def build_augmentation(cfg: dict, image_shape, normalizer: Standardizer | None):
     if a["stretch"]:
         augs.append(RandomStretch(a["stretch"], **kw))
     if a["translation"]:
+        if a["translation"] < 1:
+            raise config_.ConfigError(f"augmentation.translation is in pixels and must be >= 1 (or 0: off), "
+                                      f"got {a['translation']}")
         augs.append(RandomTranslation(a["translation"], **kw))
     if a["elastic"]:
         augs.append(ElasticDistortion(alpha=a["elastic_alpha"], sigma=a["elastic_sigma"], **kw))
@@ -219,12 +232,14 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     transform = build_augmentation(cfg, data.image_shape, normalizer)
     Xtr_in = Xtr if transform is not None else norm(Xtr)
     t = cfg["train"]
-    loader = DataLoader(Xtr_in, ytr, t["batch_size"], shuffle=True, rng=np.random.default_rng(s_loader),
-                        transform=transform)
-    bn_loader = DataLoader(norm(Xtr), ytr, t["batch_size"], shuffle=False)
+    # batch norm cannot train on a last batch of one example: drop such a tail (it changes every epoch)
+    tail_of_one = cfg["model"]["batchnorm"] and len(Xtr) % t["batch_size"] == 1
+    loader = DataLoader(Xtr_in, ytr, t["batch_size"], shuffle=True, drop_last=tail_of_one,
+                        rng=np.random.default_rng(s_loader), transform=transform)
+    bn_loader = DataLoader(norm(Xtr), ytr, t["batch_size"], shuffle=False, drop_last=tail_of_one)
     model = build_model(cfg, Xtr.shape[1], N_CLASSES, s_model)
     optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, len(loader))
+    scheduler = build_scheduler(cfg, optimizer)
     r, e = cfg["regularization"], cfg["early_stopping"]
     stopper = None
     if e["enabled"]:
@@ -234,7 +249,8 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
                       clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,
                       early_stopping=stopper, bn_statistics=t["bn_statistics"], run_dir=run_dir,
-                      generators={"loader": loader.rng}, progress=progress, log=log)
+                      generators={"loader": loader.rng}, progress=progress, log=log,
+                      extra_state={"config": cfg, "normalizer": normalizer.state_dict() if normalizer else None})
     val = (norm(data.val[0]), data.val[1])
     test = (norm(data.test[0]), data.test[1])
     return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test)
@@ -292,8 +308,8 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
     atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
     start = time.perf_counter()
     exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
-    if resume:
-        exp.trainer.resume()
+    if resume and exp.trainer.resume():
+        _check_resumed(exp)
     exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
     val = exp.trainer.evaluate(exp.val)
     test = exp.trainer.evaluate(exp.test)
@@ -317,6 +333,18 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
         plot_history(exp.trainer.history, run_dir / "curves.png", title=cfg["run"]["name"])
     log(f"validation accuracy {val['accuracy']:.4f}, test accuracy {test['accuracy']:.4f} -> {run_dir}")
     return metrics
+
+
+def _check_resumed(exp: Experiment) -> None:
+    """A checkpoint belongs to this run: same configuration, same input normalization."""
+    saved = exp.trainer.extra_state
+    if saved.get("config") != exp.cfg:
+        raise CheckpointError("the checkpoint was written with another configuration than config.toml; "
+                         "start a new run instead of resuming")
+    if exp.normalizer is not None:
+        ours = exp.normalizer.state_dict()
+        if not all(np.array_equal(np.asarray(saved["normalizer"][k]), ours[k]) for k in ("mean", "std")):
+            raise CheckpointError("the training data changed since the checkpoint: the input normalizer differs")
 
 
 def evaluate_run(run_dir: str | Path) -> dict:

@@ -62,6 +62,13 @@ def test_rng_accepts_seed_or_generator_and_is_reproducible():
         init.xavier_uniform((3, 4), rng="seven")
 
 
+def test_every_initializer_is_usable_from_linear():
+    for name in init.INITIALIZERS:
+        layer = nn.Linear(5, 4, init=name, rng=0)
+        assert layer.weight.shape == (4, 5) and layer.weight.dtype == np.float32
+    assert not nn.Linear(5, 4, init=init.zeros, rng=0).weight.data.any()
+
+
 def test_linear_uses_named_init():
     layer = nn.Linear(300, 400, init="orthogonal", rng=0, dtype=np.float64)
     np.testing.assert_allclose(layer.weight.data.T @ layer.weight.data, np.eye(300), atol=1e-10)
@@ -73,8 +80,8 @@ def test_identical_initialization_never_diverges(rng):
     """The lecture's key point: identically initialized units with identical connections stay identical."""
     from tricklab import optim
 
-    net = nn.Sequential(nn.Linear(4, 6, init=lambda s, rng, dtype: init.constant(s, 0.3, dtype), rng=0),
-                        nn.Tanh(), nn.Linear(6, 3, init=lambda s, rng, dtype: init.constant(s, -0.2, dtype), rng=0))
+    net = nn.Sequential(nn.Linear(4, 6, init=lambda s, rng, dtype: init.constant(s, 0.3, dtype=dtype), rng=0),
+                        nn.Tanh(), nn.Linear(6, 3, init=lambda s, rng, dtype: init.constant(s, -0.2, dtype=dtype), rng=0))
     net[0].bias.data[...] = 0.1
     net[2].bias.data[...] = 0.0
     opt = optim.SGD(net.parameters(), lr=0.5, momentum=0.9)

@@ -443,3 +443,12 @@ def test_is_a_module_with_a_readable_repr():
     m = LSTM(3, 4, num_layers=2, zoneout_h=0.05, zoneout_c=0.5, rng=0)
     assert isinstance(m, Module)
     assert repr(m) == "LSTM(3, 4, batch_first=True, num_layers=2, zoneout_h=0.05, zoneout_c=0.5)"
+
+
+def test_options_after_num_layers_are_keyword_only():
+    """torch.nn.LSTM's sixth positional argument is dropout: refuse positional use, never guess."""
+    import pytest as _pytest
+    with _pytest.raises(TypeError):
+        nn.LSTM(3, 5, 1, True, True, 0.5)
+    with _pytest.raises(TypeError):
+        nn.RNN(3, 5, 1, "relu")

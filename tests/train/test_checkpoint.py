@@ -35,7 +35,7 @@ def test_no_pickle_in_archive(tmp_path, rng):
         assert all(z[k].dtype != object for k in z.files)
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate_npz", "truncate_json", "remove_npz"])
+@pytest.mark.parametrize("damage", ["flip", "truncate_npz", "truncate_json", "remove_npz", "edit_json"])
 def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, rng, damage):
     save_checkpoint(tmp_path, 1, _state(rng))
     good = _state(rng)
@@ -49,6 +49,8 @@ def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, rng, damage):
         npz.write_bytes(npz.read_bytes()[:100])
     elif damage == "truncate_json":
         path.write_text(path.read_text()[:20])
+    elif damage == "edit_json":  # still valid JSON, one number changed
+        path.write_text(path.read_text().replace('"epoch": 3', '"epoch": 4'))
     else:
         npz.unlink()
     with pytest.raises(CheckpointError, match="ckpt-000002"):

@@ -80,6 +80,25 @@ def test_exploding_gradients_are_caught(rng):
             trainer.train_step(X * 1e10, target)
 
 
+def test_inf_gradient_is_caught_before_clipping_could_hide_it(rng):
+    X, y = _task(rng, 32)
+    model = nn.Sequential(nn.Linear(10, 3, rng=0))
+    original = model[0].backward
+
+    def backward(g):
+        out = original(g)
+        model[0].weight.grad[0, 0] = np.inf
+        return out
+
+    model[0].backward = backward
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), clip_value=5.0,
+                      clip_norm=1.0, progress=False, log=lambda m: None)
+    w0 = model[0].weight.data.copy()
+    with pytest.raises(NonFiniteError, match="non-finite gradients at epoch 1, step 1"):
+        trainer.train_step(X, y)
+    np.testing.assert_array_equal(model[0].weight.data, w0)  # no step was taken
+
+
 def test_state_dict_round_trip_resumes_identically(tmp_path, rng):
     X, y = _task(rng, 400)
 

@@ -106,12 +106,12 @@ def normal(shape, mean: float = 0.0, std: float = 1.0, rng: RngLike = None, dtyp
     return (mean + std * as_generator(rng).standard_normal(size=shape)).astype(dtype)
 
 
-def zeros(shape, dtype=np.float32) -> np.ndarray:
+def zeros(shape, rng: RngLike = None, dtype=np.float32) -> np.ndarray:
     """W = 0 (for biases; for weights it is the symmetric start that never breaks symmetry)."""
     return np.zeros(shape, dtype=dtype)
 
 
-def constant(shape, value: float, dtype=np.float32) -> np.ndarray:
+def constant(shape, value: float = 0.0, rng: RngLike = None, dtype=np.float32) -> np.ndarray:
     """W = value everywhere: every unit identical, the lecture's never-diverging case."""
     return np.full(shape, value, dtype=dtype)
 
@@ -130,6 +130,9 @@ INITIALIZERS = {
     "kaiming_uniform": kaiming_uniform,
     "kaiming_normal": kaiming_normal,
     "orthogonal": orthogonal,
+    "normal": normal,
+    "uniform": uniform,
+    "zeros": zeros,
 }
 
 

@@ -249,7 +249,7 @@ class RNN(_Recurrent):
     Zoneout: Krueger et al. 2016 (see the module docstring); ``mask_h`` holds the last masks.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
                  batch_first: bool = True, nonlinearity: str = "tanh", zoneout: float = 0.0,
                  rng: RngLike = None, dtype=None):
         if nonlinearity not in NONLINEARITIES:
@@ -349,7 +349,7 @@ class LSTM(_Recurrent):
     _gates = 4
     _states = ("h", "c")
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
                  batch_first: bool = True, zoneout_h: float = 0.0, zoneout_c: float = 0.0,
                  rng: RngLike = None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first,

@@ -8,8 +8,9 @@ A checkpoint ``ckpt-000007`` is two files::
 
 Each file is written to a temporary name, flushed and fsync'ed, then renamed over its final name,
 so a kill at any moment leaves either the old or the new file, never half of one. The JSON is
-written last and carries the archive's digest, so a checkpoint counts only once both are whole;
-a truncated or corrupted checkpoint fails the digest check and is reported, never loaded.
+written last and carries the digests of the archive and of its own state, so a checkpoint counts
+only once both are whole; a truncated or corrupted checkpoint (either half) fails a digest check
+and is reported, never loaded.
 """
 
 from __future__ import annotations
@@ -98,12 +99,17 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
     blob = buf.getvalue()
     stem = f"ckpt-{step:06d}"
     atomic_write_bytes(directory / f"{stem}.npz", blob)
-    doc = {"format": FORMAT_VERSION, "sha256": hashlib.sha256(blob).hexdigest(), "state": meta}
+    doc = {"format": FORMAT_VERSION, "sha256": hashlib.sha256(blob).hexdigest(), "state_sha256": _digest(meta),
+           "state": meta}
     atomic_write_bytes(directory / f"{stem}.json", json.dumps(doc).encode())
     for old in list_checkpoints(directory)[:-keep] if keep else []:
         for suffix in (".json", ".npz"):
             old.with_suffix(suffix).unlink(missing_ok=True)
     return directory / f"{stem}.json"
+
+
+def _digest(meta) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -123,6 +129,8 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION or "sha256" not in doc:
         raise CheckpointError(f"checkpoint {path} has an unknown format")
+    if _digest(doc.get("state")) != doc.get("state_sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its state does not match its digest")
     npz = path.with_suffix(".npz")
     try:
         blob = npz.read_bytes()

@@ -70,7 +70,8 @@ class Trainer:
     """Train ``model`` on minibatches with ``loss`` and ``optimizer``; evaluate; checkpoint; resume.
 
     Args:
-        scheduler: a learning-rate scheduler, stepped once per epoch (``scheduler_interval="epoch"``,
+        scheduler: a learning-rate scheduler or a list of them (chained, e.g. a warm-up and a decay),
+            stepped once per epoch (``scheduler_interval="epoch"``,
             ``ReduceLROnPlateau`` gets the validation loss) or once per step (``"step"``).
         clip_value / clip_norm: gradient clipping by value (the lecture's ceiling theta) or by norm.
         constraints: callables ``c(model)`` applied after every optimizer step (max-norm).
@@ -91,7 +92,8 @@ class Trainer:
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         if bn_statistics not in ("recompute", "running"):
             raise ValueError(f"bn_statistics must be 'recompute' or 'running', got {bn_statistics!r}")
-        self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.schedulers = list(scheduler) if isinstance(scheduler, (list, tuple)) else [scheduler] * (scheduler is not None)
         self.scheduler_interval, self.clip_value, self.clip_norm = scheduler_interval, clip_value, clip_norm
         self.constraints, self.early_stopping = list(constraints), early_stopping
         self.bn_statistics = bn_statistics
@@ -118,20 +120,18 @@ class Trainer:
             self._fail("loss")
         self.model.backward(self.loss.backward())
         params = list(self.model.parameters())
+        if not all(np.isfinite(p.grad).all() for p in params):  # before clipping could hide an inf
+            self._fail("gradients")
         if self.clip_value:
             optim.clip_grad_value_(params, self.clip_value)
         if self.clip_norm:
-            total = optim.clip_grad_norm_(params, self.clip_norm)
-            finite = math.isfinite(total)
-        else:
-            finite = math.isfinite(sum(float(p.grad.sum()) for p in params))
-        if not finite:
-            self._fail("gradients")
+            optim.clip_grad_norm_(params, self.clip_norm)
         self.optimizer.step()
         for constraint in self.constraints:
             constraint(self.model)
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
+        if self.scheduler_interval == "step":
+            for scheduler in self.schedulers:
+                scheduler.step()
         self.step_count += 1
         return value, penalty, count_correct(out, yb)
 
@@ -187,11 +187,8 @@ class Trainer:
                 scores = self.evaluate(val)
                 row.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
-                if isinstance(self.scheduler, optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step(row.get("val_loss", row["train_loss"]))
-                else:
-                    self.scheduler.step()
+            if self.scheduler_interval == "epoch":
+                self._step_schedulers(row.get("val_loss", row["train_loss"]))
             if self.early_stopping is not None and val is not None:
                 stopped = self.early_stopping.update(self.epoch + 1, row["train_loss"], row["val_loss"])
                 if self.early_stopping.best_epoch == self.epoch + 1:
@@ -203,6 +200,13 @@ class Trainer:
             self.save()
         self.finish(train_loader if bn_batches is None else bn_batches)
         return self.history
+
+    def _step_schedulers(self, metric: float) -> None:
+        for scheduler in self.schedulers:
+            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metric)
+            else:
+                scheduler.step()
 
     def finish(self, bn_batches) -> None:
         """Restore the best weights if asked, then set the batch-norm inference statistics."""
@@ -231,7 +235,7 @@ class Trainer:
             "step_count": self.step_count,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "schedulers": [s.state_dict() for s in self.schedulers],
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
             "best_state": self.best_state,
             "generators": {k: g.bit_generator.state for k, g in self.generators.items()},
@@ -243,8 +247,10 @@ class Trainer:
         self.epoch, self.step_count = int(state["epoch"]), int(state["step_count"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        if len(state["schedulers"]) != len(self.schedulers):
+            raise ValueError(f"checkpoint has {len(state['schedulers'])} schedulers, this run {len(self.schedulers)}")
+        for scheduler, s in zip(self.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(s)
         if self.early_stopping is not None and state["early_stopping"] is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_state = state["best_state"]
