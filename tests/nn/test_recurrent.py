@@ -447,8 +447,7 @@ def test_is_a_module_with_a_readable_repr():
 
 def test_options_after_num_layers_are_keyword_only():
     """torch.nn.LSTM's sixth positional argument is dropout: refuse positional use, never guess."""
-    import pytest as _pytest
-    with _pytest.raises(TypeError):
-        nn.LSTM(3, 5, 1, True, True, 0.5)
-    with _pytest.raises(TypeError):
-        nn.RNN(3, 5, 1, "relu")
+    with pytest.raises(TypeError):
+        LSTM(3, 5, 1, True, True, 0.5)
+    with pytest.raises(TypeError):
+        RNN(3, 5, 1, "relu")
