@@ -178,3 +178,20 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     from tricklab.train import CheckpointError
     with pytest.raises(CheckpointError, match="another configuration"):
         train_run(other, tmp_path / "run", resume=True, progress=False, log=lambda m: None, plots=False)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_recurrent_models_with_zoneout_from_the_config(tmp_path, kind):
+    from tricklab import nn
+    from tricklab.check import gradcheck
+
+    doc = {**SMALL, "model": {"kind": kind, "hidden": [16], "zoneout_h": 0.1, "zoneout_c": 0.3, "dropout": 0.1},
+           "augmentation": {}, "early_stopping": {"enabled": False}, "train": {"epochs": 1, "batch_size": 100}}
+    cfg = config.resolve(doc)
+    exp = build(cfg)
+    encoder = exp.model[0]
+    assert isinstance(encoder, nn.SequenceEncoder) and encoder.time_steps == 40
+    assert gradcheck(exp.model, exp.val[0][:3]).ok
+    metrics = train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    assert np.isfinite(metrics["val_loss"])
+    assert evaluate_run(tmp_path / "run")["test_accuracy"] == pytest.approx(metrics["test_accuracy"])

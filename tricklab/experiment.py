@@ -84,17 +84,43 @@ def _hidden_layer(m: dict, n_in: int, n_out: int, rng: np.random.Generator) -> n
     if kind == "linear":
         return nn.Linear(n_in, n_out, init=m["init"], rng=rng)
     if kind == "dropconnect":
-        return nn.DropConnect(n_in, n_out, p=m["layer_p"], init=m["init"], rng=rng)
+        return nn.DropConnect(n_in, n_out, p=m["layer_p"], mask=m["dropconnect_mask"],
+                              inference=m["dropconnect_inference"], init=m["init"], rng=rng)
     if kind == "shakeout":
         return nn.Shakeout(n_in, n_out, tau=m["shakeout_tau"], c=m["shakeout_c"], init=m["init"], rng=rng)
     return nn.Whiteout(n_in, n_out, sigma=m["whiteout_sigma"], gamma=m["whiteout_gamma"], lam=m["whiteout_lambda"],
-                    init=m["init"], rng=rng)
+                       mode=m["whiteout_mode"], init=m["init"], rng=rng)
+
+
+N_FEATURES = {"mnist": 784, "fashion": 784, "mnist1d": 40}
+
+
+def build_recurrent(cfg: dict, n_in: int, n_out: int, gens) -> nn.Sequential:
+    """Each input read as a sequence (28 image rows of 28 pixels, or MNIST-1D's 40 steps of 1 value),
+    a stacked RNN/LSTM with zoneout, [dropout] on the last hidden state, a Linear read-out."""
+    m = cfg["model"]
+    if len(set(m["hidden"])) != 1:
+        raise config_.ConfigError(f"model.hidden must list one width per stacked recurrent layer, all equal; got {m['hidden']}")
+    steps = 28 if n_in == 784 else n_in
+    size, layers = m["hidden"][0], len(m["hidden"])
+    if m["kind"] == "lstm":
+        rnn = nn.LSTM(n_in // steps, size, layers, zoneout_h=m["zoneout_h"], zoneout_c=m["zoneout_c"], rng=next(gens))
+    else:
+        rnn = nn.RNN(n_in // steps, size, layers, zoneout=m["zoneout_h"], rng=next(gens))
+    out: list[nn.Module] = [nn.SequenceEncoder(rnn, steps)]
+    if m["dropout"]:
+        out.append(nn.Dropout(m["dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
+    out.append(nn.Linear(size, n_out, rng=next(gens)))
+    return nn.Sequential(*out)
 
 
 def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence) -> nn.Sequential:
-    """Input dropout, then per hidden layer: layer, [batch norm], activation, [noise], [L1], [dropout]."""
+    """Input dropout, then per hidden layer: layer, [batch norm], activation, [noise], [L1], [dropout].
+    With ``model.kind`` rnn or lstm: :func:`build_recurrent`."""
     m = cfg["model"]
     gens = iter(np.random.default_rng(s) for s in seeds.spawn(4 * len(m["hidden"]) + 4))
+    if m["kind"] != "mlp":
+        return build_recurrent(cfg, n_in, n_out, gens).to(np.dtype(cfg["train"]["dtype"]))
     layers: list[nn.Module] = []
     if m["input_dropout"]:
         layers.append(nn.Dropout(m["input_dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
@@ -105,7 +131,7 @@ def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence)
             layers.append(nn.BatchNorm1d(h))
         layers.append(_activation(m["activation"]))
         if m["noise_std"]:
-            layers.append(nn.GaussianNoise(m["noise_std"], rng=next(gens)))
+            layers.append(nn.GaussianNoise(m["noise_std"], mode=m["noise_mode"], rng=next(gens)))
         if m["activity_l1"]:
             layers.append(nn.ActivityL1(m["activity_l1"]))
         if m["dropout"]:
@@ -280,9 +306,7 @@ def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    n_in = state["0.weight"].shape[1] if "0.weight" in state else next(v.shape[1] for k, v in state.items()
-                                                                       if k.endswith("weight") and v.ndim == 2)
-    model = build_model(cfg, n_in, N_CLASSES, np.random.SeedSequence(0))
+    model = build_model(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES, np.random.SeedSequence(0))
     model.load_state_dict(state)
     normalizer = None
     if "normalizer/mean" in arrays:

@@ -12,7 +12,7 @@ from .module import Module, Sequential
 from .noise import GaussianNoise
 from .normalization import BatchNorm1d, recompute_batchnorm_statistics
 from .parameter import Parameter
-from .recurrent import LSTM, RNN
+from .recurrent import LSTM, RNN, SequenceEncoder
 from .shakeout import Shakeout
 from .whiteout import Whiteout
 
@@ -22,5 +22,5 @@ __all__ = [
     "BatchNorm1d", "recompute_batchnorm_statistics",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
     "DropConnect", "Shakeout", "Whiteout", "GaussianNoise", "ActivityL1", "activity_penalty",
-    "MaxNorm", "max_norm_", "RNN", "LSTM",
+    "MaxNorm", "max_norm_", "RNN", "LSTM", "SequenceEncoder",
 ]

@@ -444,3 +444,39 @@ class LSTM(_Recurrent):
         if self.zoneout_h or self.zoneout_c:
             s += f", zoneout_h={self.zoneout_h}, zoneout_c={self.zoneout_c}"
         return s
+
+
+class SequenceEncoder(Module):
+    """Read each flat input row as a sequence and return the recurrent net's last hidden state.
+
+    x of shape (batch, time * features) is viewed as (batch, time, features) (an MNIST image as
+    28 rows of 28 pixels, an MNIST-1D signal as 40 steps of 1 value), run through ``rnn`` and
+    h_T = output[:, -1] is returned, shape (batch, hidden). Backward puts dLoss/dh_T at the last
+    step of dLoss/doutput (zero elsewhere), backpropagates through time and flattens dLoss/dx.
+    """
+
+    def __init__(self, rnn: _Recurrent, time_steps: int):
+        super().__init__(dtype=rnn.dtype)
+        if not isinstance(time_steps, (int, np.integer)) or time_steps < 1:
+            raise ValueError(f"SequenceEncoder: time_steps must be a positive integer, got {time_steps!r}")
+        self.rnn, self.time_steps = rnn, int(time_steps)
+        self._shape = None
+
+    def forward(self, x):
+        x = self._cast_input(x)
+        features = self.rnn.input_size
+        if x.ndim != 2 or x.shape[1] != self.time_steps * features:
+            raise ValueError(f"SequenceEncoder got input of shape {x.shape}; expected "
+                             f"(batch, {self.time_steps} * {features})")
+        output, _ = self.rnn(x.reshape(len(x), self.time_steps, features))
+        self._shape = output.shape
+        return output[:, -1]
+
+    def backward(self, grad_output):
+        shape = self._saved("_shape")
+        grad = np.zeros(shape, dtype=self.dtype)
+        grad[:, -1] = grad_output
+        return self.rnn.backward(grad).reshape(shape[0], -1)
+
+    def extra_repr(self) -> str:
+        return f"time_steps={self.time_steps}"
