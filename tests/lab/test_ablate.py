@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from tricklab import config as config_
+from tricklab.lab.ablate import epochs_to, run_ablation, summarize, trick_settings, variants
+from tricklab.lab.store import Store
+
+ALL = ["batchnorm", "dropout", "weight_decay", "clipping", "augmentation", "input_norm", "early_stopping"]
+
+
+def test_variants_are_baseline_each_alone_full_and_each_removed():
+    cfg = config_.resolve({"data": {"name": "mnist"}})
+    v = variants(cfg, ALL)
+    assert list(v) == ["baseline", *[f"+ {t}" for t in ALL], "full", *[f"full - {t}" for t in ALL]]
+    assert v["baseline"]["model.batchnorm"] is False and v["baseline"]["data.normalize"] == "none"
+    assert v["baseline"]["augmentation.rotation"] == 0.0 and v["baseline"]["early_stopping.enabled"] is False
+    assert v["+ dropout"]["model.dropout"] == 0.3 and v["+ dropout"]["model.batchnorm"] is False
+    assert v["full"]["regularization.clip_norm"] == 5.0 and v["full"]["augmentation.rotation"] == 10.0
+    assert v["full - clipping"]["regularization.clip_norm"] == 0.0 and v["full - clipping"]["model.batchnorm"] is True
+    for name, keys in v.items():  # every variant is a valid configuration
+        cfg2 = cfg
+        for k, val in keys.items():
+            cfg2 = config_.set_key(cfg2, k, val)
+
+
+def test_tricks_follow_the_data_and_the_configuration():
+    m1d = config_.resolve({"data": {"name": "mnist1d"}, "model": {"dropout": 0.5}})
+    s = trick_settings(m1d, ["augmentation", "dropout", "input_norm"])
+    assert s["augmentation"][0]["augmentation.noise"] == 0.1 and s["augmentation"][0]["augmentation.rotation"] == 0.0
+    assert s["dropout"][0]["model.dropout"] == 0.5  # the configuration's own strength
+    assert s["input_norm"][0]["data.normalize"] == "per_feature"
+    s = trick_settings(m1d, ["weight_decay"], on={"optimizer.weight_decay": 3e-3})
+    assert s["weight_decay"] == ({"optimizer.weight_decay": 3e-3}, {"optimizer.weight_decay": 0.0})
+    with pytest.raises(config_.ConfigError, match="unknown trick"):
+        trick_settings(m1d, ["batchnorm", "mixup"])
+    with pytest.raises(config_.ConfigError, match="--on model.dropout"):
+        trick_settings(m1d, ["batchnorm"], on={"model.dropout": 0.2})
+
+
+def test_epochs_to_target_and_default_target():
+    h = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.7}, {"epoch": 3, "val_accuracy": 0.65}]
+    assert epochs_to(h, 0.6) == 2 and epochs_to(h, 0.8) is None
+    rows = [{"point": 0, "status": "done", "history": h, "metrics": {"val_accuracy": 0.65, "test_accuracy": 0.6,
+                                                                    "epochs_run": 3}},
+            {"point": 0, "status": "done", "history": h[:2], "metrics": {"val_accuracy": 0.7, "test_accuracy": 0.7,
+                                                                        "epochs_run": 2}}]
+    table, target = summarize(rows, ["baseline"])
+    assert target == 0.7  # the best every baseline seed reaches
+    assert table[0]["reached_target"] == 2 and table[0]["epochs_to_target"] == 2.0
+    assert table[0]["test_accuracy"] == pytest.approx(0.65)
+
+
+@pytest.mark.slow
+def test_a_small_ablation_writes_its_table_and_curves(tiny_config, tmp_path):
+    cfg = config_.load(tiny_config)
+    out = tmp_path / "ablation"
+    summary = run_ablation(cfg, ["batchnorm", "input_norm"], seeds=2, out=out, workers=2, log=lambda m: None)
+    names = [e["variant"] for e in summary["table"]]
+    assert names == ["baseline", "+ batchnorm", "+ input_norm", "full", "full - batchnorm", "full - input_norm"]
+    for e in summary["table"]:
+        assert e["seeds"] == 2 and 0 <= e["val_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1
+    assert summary["table"][0]["reached_target"] == 2
+    assert summary["table"][1]["same_as"] == ["full - input_norm"]  # with two tricks, one config, run once
+    with Store(out / "sweep.db") as store:
+        rows = store.rows()
+    assert len(rows) == 8 and all("test_accuracy" in r["metrics"] for r in rows)
+    for name in ("curves.png", "bars.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| full - input_norm (= + batchnorm) |" in (out / "ablation.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["tricks"] == ["batchnorm", "input_norm"]

@@ -1,0 +1,39 @@
+import json
+
+from tricklab.cli import main
+
+
+def test_sweep_command_random_search(tiny_config, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["sweep", str(tiny_config), "--grid", "model.hidden=[8],[16]", "--random", "3",
+                 "--range", "optimizer.lr=1e-3:1e-1:log", "--set", "train.epochs=1", "--workers", "1",
+                 "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 3 and summary["keys"] == ["model.hidden", "optimizer.lr"]
+    assert (out / "report.html").exists()
+    assert "best:" in capsys.readouterr().err
+
+
+def test_bad_key_is_a_clear_error(tiny_config, capsys):
+    assert main(["sweep", str(tiny_config), "--grid", "optimizer.lrr=0.1"]) == 2
+    assert "did you mean 'optimizer.lr'" in capsys.readouterr().err
+
+
+def test_reproduce_list(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("batchnorm-mnist", "dropout-mnist", "init-depth", "symmetry", "shuffle", "depth-width", "mnist1d"):
+        assert name in listed
+
+
+def test_reproduce_quick_through_the_command(tmp_path, capsys):
+    out = tmp_path / "sym"
+    assert main(["reproduce", "symmetry", "--quick", "--out", str(out)]) == 0
+    assert "| quantity | paper | ours |" in capsys.readouterr().out
+    assert (out / "report.html").exists()
+
+
+def test_report_command(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run, sweep" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+import math
+
+import numpy as np
+import pytest
+
+from tricklab import config as config_
+from tricklab.lab import grid
+from tricklab.lab.sweep import make_trials
+
+
+def test_split_values_respects_brackets_and_quotes():
+    assert grid.split_values("1e-3, 1e-2") == ["1e-3", "1e-2"]
+    assert grid.split_values("[64, 64],[128]") == ["[64, 64]", "[128]"]
+    assert grid.split_values('"a,b",c') == ['"a,b"', "c"]
+    with pytest.raises(config_.ConfigError, match="unbalanced"):
+        grid.split_values("[1, 2")
+
+
+def test_parse_grid_reads_toml_literals():
+    assert grid.parse_grid("optimizer.lr=1e-3,0.01") == ("optimizer.lr", [0.001, 0.01])
+    assert grid.parse_grid("model.batchnorm=true,false") == ("model.batchnorm", [True, False])
+    assert grid.parse_grid("model.hidden=[64,64],[128]") == ("model.hidden", [[64, 64], [128]])
+    assert grid.parse_grid("optimizer.name=sgd,adam") == ("optimizer.name", ["sgd", "adam"])
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(config_.ConfigError, match="did you mean 'optimizer.lr'"):
+        grid.parse_grid("optimizer.lrr=0.1")
+
+
+def test_grid_expands_to_the_cartesian_product_in_key_order():
+    space = grid.make_space(["optimizer.lr=0.1,0.01,0.001", "model.dropout=0,0.5"])
+    points = space.points()
+    assert len(points) == 6
+    assert points[0] == {"optimizer.lr": 0.1, "model.dropout": 0}
+    assert points[1] == {"optimizer.lr": 0.1, "model.dropout": 0.5}
+    assert {(p["optimizer.lr"], p["model.dropout"]) for p in points} == {
+        (a, b) for a in (0.1, 0.01, 0.001) for b in (0, 0.5)}
+
+
+def test_empty_space_is_the_base_configuration():
+    assert grid.make_space().points() == [{}]
+
+
+def test_random_draws_grid_values_and_ranges():
+    space = grid.make_space(["optimizer.name=sgd,adam"], ["optimizer.lr=1e-4:1e-1:log", "model.dropout=0:0.5",
+                                                         "train.batch_size=16:256"], random=200, sample_seed=3)
+    points = space.points()
+    assert len(points) == 200
+    assert {p["optimizer.name"] for p in points} == {"sgd", "adam"}
+    lrs = np.array([p["optimizer.lr"] for p in points])
+    assert lrs.min() >= 1e-4 and lrs.max() <= 1e-1
+    # log-uniform: about a third of the draws in each decade
+    assert 0.2 < np.mean(lrs < 1e-3) < 0.47
+    assert all(0 <= p["model.dropout"] <= 0.5 for p in points)
+    assert all(isinstance(p["train.batch_size"], int) and 16 <= p["train.batch_size"] <= 256 for p in points)
+    assert space.points() == points  # the same command draws the same points
+    assert grid.make_space([], ["optimizer.lr=1e-4:1e-1:log"], random=5, sample_seed=4).points() != points[:5]
+
+
+def test_range_errors():
+    with pytest.raises(config_.ConfigError, match="needs --random"):
+        grid.make_space([], ["optimizer.lr=1e-4:1e-1"]).points()
+    with pytest.raises(config_.ConfigError, match="only numeric"):
+        grid.parse_range("optimizer.name=1:2")
+    with pytest.raises(config_.ConfigError, match="low < high"):
+        grid.parse_range("optimizer.lr=0.1:0.01")
+    with pytest.raises(config_.ConfigError, match="low > 0"):
+        grid.parse_range("optimizer.lr=0:0.1:log")
+    with pytest.raises(config_.ConfigError, match="both"):
+        grid.make_space(["optimizer.lr=0.1"], ["optimizer.lr=0.01:0.1"], random=2)
+
+
+def test_trials_have_stable_distinct_ids_and_validated_configs():
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "run": {"seed": 7}})
+    points = grid.make_space(["optimizer.lr=0.1,0.01"]).points()
+    a = make_trials(cfg, points, [7, 8])
+    b = make_trials(cfg, points, [7, 8])
+    assert [t.id for t in a] == [t.id for t in b]
+    assert len({t.id for t in a}) == 4
+    assert [(t.point, t.seed) for t in a] == [(0, 7), (0, 8), (1, 7), (1, 8)]
+    assert a[3].config["optimizer"]["lr"] == 0.01 and a[3].config["run"]["seed"] == 8
+    with pytest.raises(config_.ConfigError, match="model.dropout"):
+        make_trials(cfg, [{"model.dropout": 1.5}], [0])
+    with pytest.raises(config_.ConfigError, match="same configuration"):
+        make_trials(cfg, [{"optimizer.lr": 0.1}, {"optimizer.lr": 0.1}], [0])
+
+
+def test_log_range_sample_is_within_bounds():
+    r = grid.Range("optimizer.lr", 1e-5, 1.0, log=True)
+    rng = np.random.default_rng(0)
+    vals = [r.sample(rng) for _ in range(1000)]
+    assert min(vals) >= 1e-5 and max(vals) <= 1.0
+    assert abs(np.median(np.log10(vals)) - (-2.5)) < 0.3
+    assert math.isclose(float(np.mean(np.log10(vals))), -2.5, abs_tol=0.2)

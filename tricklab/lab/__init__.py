@@ -1,0 +1,12 @@
+"""The lab: hyperparameter search on held-out data, ablations, paper reproductions and reports.
+
+    grid.py        search spaces: --grid values, --range intervals, --random N
+    store.py       the results store (SQLite): one row per trial, safe to kill at any moment
+    trial.py       one trial: train in its run folder, score on the validation split
+    backends.py    where trials run: a local process pool, or Ray tasks on a cluster
+    sweep.py       `tricklab sweep`: select on validation, score the chosen one on test once
+    ablate.py      `tricklab ablate`: baseline, each trick alone, each trick removed, over seeds
+    reproduce/     `tricklab reproduce NAME`: one module per paper figure, the paper beside ours
+    report.py      `tricklab report DIR`: a self-contained HTML page and PNG figures
+    cli.py         the commands, registered into `tricklab`
+"""

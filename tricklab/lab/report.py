@@ -1,0 +1,377 @@
+"""``tricklab report DIR``: one self-contained HTML page (figures embedded) and PNG figures.
+
+DIR may be a run folder (``tricklab train``), a sweep or an ablation folder (``sweep.db``), or a
+reproduction folder (``reproduction.json``). The page has no external references, so it opens
+offline; its figures are also written as PNG files next to it in ``DIR/report/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..train.checkpoint import atomic_write_bytes
+
+
+def _plt():
+    from ..report.plots import _pyplot
+
+    return _pyplot()
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _band(ax, histories: list[list[dict]], key: str, label: str, color, ls="-"):
+    """Mean over seeds of ``key`` per epoch, with the min-max band (seeds may stop at different epochs)."""
+    length = max((len(h) for h in histories), default=0)
+    if not length:
+        return
+    vals = np.full((len(histories), length), np.nan)
+    for i, h in enumerate(histories):
+        for j, row in enumerate(h):
+            vals[i, j] = row.get(key, np.nan)
+    epochs = np.arange(1, length + 1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
+    ax.plot(epochs, mean, color=color, ls=ls, lw=1.4, label=f"{label} (n={len(histories)})")
+    if len(histories) > 1:
+        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15)
+
+
+# ---------------------------------------------------------------------------- ablations
+_PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # red and grey mark "full" and "baseline"
+
+def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float,
+                     index: dict[str, int] | None = None) -> list[Path]:
+    """curves.png (validation accuracy, mean and min-max over seeds) and bars.png (test accuracy)."""
+    out = Path(out)
+    plt = _plt()
+    index = index or {n: p for p, n in enumerate(names)}
+    hist = {i: [r["history"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
+            for i, n in enumerate(names)}
+    alone = [i for i, n in enumerate(names) if n in ("baseline", "full") or n.startswith("+ ")]
+    removed = [i for i, n in enumerate(names) if n in ("baseline", "full") or n.startswith("full - ")]
+    panels = [("each trick added to the baseline", alone)] + ([("each trick removed from the full set", removed)]
+                                                              if len(removed) > 2 else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (title, idx) in zip(axes[0], panels):
+        for c, i in enumerate(idx):
+            ls = "--" if names[i] in ("baseline", "full") else "-"
+            color = {"baseline": "k", "full": "C3"}.get(names[i], _PALETTE[c % len(_PALETTE)])
+            _band(ax, hist[i], "val_accuracy", names[i], color, ls)
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:.2%}")
+        ax.set(xlabel="epoch", ylabel="validation accuracy", title=title)
+        lows = [r["val_accuracy"] for i in idx for h in hist[i] for r in h[len(h) // 4:]]
+        if lows:
+            ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, max(lows) + 0.01))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    paths = [_save(fig, out / "curves.png")]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    tests = [[r["metrics"]["test_accuracy"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
+             for n in names]
+    means = [100 * np.mean(t) if t else np.nan for t in tests]
+    stds = [100 * np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in tests]
+    colors = ["k" if n == "baseline" else "C3" if n == "full" else "C0" if n.startswith("+") else "C1" for n in names]
+    ax.barh(range(len(names)), means, xerr=stds, color=colors, alpha=0.8, capsize=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    finite = [m for m in means if not math.isnan(m)]
+    if finite:
+        ax.set_xlim(max(0.0, min(finite) - 3 * max(stds + [0.5])), min(100.0, max(finite) + 2 * max(stds + [0.5])))
+    ax.set(xlabel="test accuracy (%), mean ± std over seeds", title="test accuracy per variant")
+    ax.grid(alpha=0.3, axis="x")
+    paths.append(_save(fig, out / "bars.png"))
+    return paths
+
+
+# ---------------------------------------------------------------------------- sweeps
+def _numeric(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _axis_values(values):
+    """Positions on an axis: numbers (log if they span over a decade and are positive) or category indices."""
+    if _numeric(values):
+        arr = np.asarray(values, dtype=float)
+        if arr.min() > 0 and arr.max() / arr.min() > 10:
+            return np.log10(arr), "log10", None
+        return arr, "", None
+    cats = sorted({json.dumps(v) for v in values})
+    return np.asarray([cats.index(json.dumps(v)) for v in values], dtype=float), "", cats
+
+
+def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
+    """curves.png (top configurations, spread over seeds) and a map of the searched keys."""
+    out = Path(out)
+    plt = _plt()
+    table = [e for e in summary["table"] if "val_accuracy" in e]
+    paths = []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for c, e in enumerate(table[:6]):
+        hs = [r["history"] for r in rows if r["point"] == e["point"] and r["status"] == "done"]
+        _band(ax, hs, "val_accuracy", e["label"], f"C{c}", "-" if c else "-")
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy of the best configurations "
+                                                               "(mean, band: min-max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "curves.png"))
+    keys = summary["keys"]
+    if not keys or not table:
+        return paths
+    acc = np.array([e["val_accuracy"] for e in table])
+    if len(keys) == 1:
+        k = keys[0]
+        pos, scale, cats = _axis_values([e["params"][k] for e in table])
+        order = np.argsort(pos)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.errorbar(pos[order], acc[order], yerr=[table[i]["val_accuracy_std"] for i in order], marker="o", capsize=3)
+        ax.set(xlabel=f"{scale}({k})" if scale else k, ylabel="validation accuracy", title=f"validation accuracy against {k}")
+        if cats:
+            ax.set_xticks(range(len(cats)), cats, rotation=20)
+        ax.grid(alpha=0.3)
+        paths.append(_save(fig, out / "key.png"))
+        return paths
+    kx, ky = keys[0], keys[1]
+    xs = [e["params"][kx] for e in table]
+    ys = [e["params"][ky] for e in table]
+    grid_keys = set(summary.get("space", {}).get("grid", {})) or {k for k in keys}
+    ux, uy = sorted({json.dumps(v) for v in xs}), sorted({json.dumps(v) for v in ys})
+    if {kx, ky} <= grid_keys and len(ux) * len(uy) <= 400:
+        ux = sorted(ux, key=lambda s: (not _numeric([json.loads(s)]), json.loads(s) if _numeric([json.loads(s)]) else s))
+        uy = sorted(uy, key=lambda s: (not _numeric([json.loads(s)]), json.loads(s) if _numeric([json.loads(s)]) else s))
+        heat = np.full((len(uy), len(ux)), np.nan)
+        for e in table:
+            i, j = uy.index(json.dumps(e["params"][ky])), ux.index(json.dumps(e["params"][kx]))
+            heat[i, j] = e["val_accuracy"] if np.isnan(heat[i, j]) else max(heat[i, j], e["val_accuracy"])
+        fig, ax = plt.subplots(figsize=(1.1 * len(ux) + 3, 0.7 * len(uy) + 2))
+        im = ax.imshow(heat, cmap="viridis", aspect="auto")
+        for i in range(len(uy)):
+            for j in range(len(ux)):
+                if not np.isnan(heat[i, j]):
+                    ax.text(j, i, f"{heat[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                            color="w" if heat[i, j] < np.nanmean(heat) else "k")
+        ax.set_xticks(range(len(ux)), ux, rotation=20)
+        ax.set_yticks(range(len(uy)), uy)
+        ax.set(xlabel=kx, ylabel=ky, title="validation accuracy" + (" (best over the other keys)" if len(keys) > 2 else ""))
+        fig.colorbar(im, ax=ax)
+        paths.append(_save(fig, out / "heatmap.png"))
+    else:
+        px, sx, cx = _axis_values(xs)
+        py, sy, cy = _axis_values(ys)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        sc = ax.scatter(px, py, c=acc, cmap="viridis", s=60, edgecolors="k")
+        ax.set(xlabel=f"{sx}({kx})" if sx else kx, ylabel=f"{sy}({ky})" if sy else ky,
+               title="validation accuracy of each configuration")
+        if cx:
+            ax.set_xticks(range(len(cx)), cx, rotation=20)
+        if cy:
+            ax.set_yticks(range(len(cy)), cy)
+        fig.colorbar(sc, ax=ax)
+        ax.grid(alpha=0.3)
+        paths.append(_save(fig, out / "heatmap.png"))
+    fig, ax = plt.subplots(figsize=(2.2 * len(keys) + 3, 4.5))
+    cols = []
+    for k in keys:
+        pos, scale, cats = _axis_values([e["params"][k] for e in table])
+        lo, hi = pos.min(), pos.max()
+        cols.append(((pos - lo) / (hi - lo) if hi > lo else np.full_like(pos, 0.5), scale, cats, lo, hi))
+    cmap = plt.get_cmap("viridis")
+    norm = plt.Normalize(acc.min(), acc.max() if acc.max() > acc.min() else acc.min() + 1e-9)
+    for i in np.argsort(acc):
+        ax.plot(range(len(keys)), [c[0][i] for c in cols], color=cmap(norm(acc[i])), lw=2 if i == 0 else 1.2,
+                alpha=0.9)
+    for j, (vals, scale, cats, lo, hi) in enumerate(cols):
+        ax.axvline(j, color="grey", lw=0.8)
+        label = cats if cats else [f"{lo:.3g}", f"{hi:.3g}"]
+        ax.text(j, -0.08, f"{label[0]}", ha="center", va="top", fontsize=7)
+        ax.text(j, 1.05, f"{label[-1]}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(keys)), [f"{scale}({k})" if scale else k for k, (_, scale, *_r) in zip(keys, cols)],
+                  fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.2, 1.2)
+    ax.set_title("parallel coordinates (colour: validation accuracy)")
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+    paths.append(_save(fig, out / "parallel.png"))
+    return paths
+
+
+# ---------------------------------------------------------------------------- HTML
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1.5em;color:#222;line-height:1.45}
+h1{font-size:1.6em;border-bottom:2px solid #3b6ea5;padding-bottom:.3em}h2{font-size:1.25em;margin-top:1.6em;color:#3b6ea5}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.35em .7em;text-align:left;vertical-align:top}
+th{background:#eef3f9}tr:nth-child(even) td{background:#fafafa}tr.best td{background:#fff6d5;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
+.note{background:#f4f8fc;border-left:4px solid #3b6ea5;padding:.6em 1em}.verdict{background:#f1f8f1;border-left:4px solid #4a9a4a;padding:.6em 1em}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
+"""
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)} ({html.escape(Path(path).name)})</figcaption></figure>")
+
+
+def _table(head: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        cells = "".join(f'<td class="num">{html.escape(c)}</td>' if isinstance(c, str) and c[:1].isdigit()
+                        else f"<td>{html.escape(str(c))}</td>" for c in row)
+        out.append(f"<tr{cls}>{cells}</tr>")
+    return "\n".join(out + ["</table>"])
+
+
+def _pm(m, s, pct=True) -> str:
+    if m is None:
+        return "—"
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if pct else f"{m:.1f} ± {s:.1f}"
+
+
+def _page(title: str, body: list[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
+    from .store import Store
+
+    with Store(d / "sweep.db") as store:
+        meta = store.meta()
+        ids = meta.get("trial_ids")
+        rows = store.rows(ids=ids)
+    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    body = [f"<p class=\"note\">Folder <code>{html.escape(str(d))}</code>. Command: "
+            f"<code>{html.escape(meta.get('command') or '(Python API)')}</code></p>"]
+    done = sum(r["status"] == "done" for r in rows)
+    body.append(f"<p>{done} of {len(rows)} trials finished; seeds {meta.get('seeds')}.</p>")
+    if meta["kind"] == "ablation":
+        names = list(meta["variants"])
+        index = meta.get("variant_points")
+        from .ablate import summarize
+
+        table, target = summarize(rows, names, index, summary["target"] if summary else None)
+        paths = ablation_figures(figs_dir, rows, names, target, index)
+        head = ["variant", "validation accuracy (%)", "test accuracy (%)", f"epochs to {target:.2%} (reached)",
+                "epochs run"]
+        trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
+                _pm(e["val_accuracy"], e["val_accuracy_std"]), _pm(e["test_accuracy"], e["test_accuracy_std"]),
+                f"{_pm(e['epochs_to_target'], e['epochs_to_target_std'], False)} ({e['reached_target']}/{e['seeds']})",
+                _pm(e["epochs_run"], e["epochs_run_std"], False)] for e in table]
+        body += ["<h2>Ablation</h2>",
+                 f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds; "
+                 "each trial is scored on the test split once, after training (an ablation selects nothing).</p>",
+                 _table(head, trs), "<h2>Figures</h2>", _img(paths[0], "validation accuracy per epoch, mean and min-max over seeds"),
+                 _img(paths[1], "test accuracy per variant"), "<h2>Variants</h2>",
+                 _table(["variant", "keys set"], [[n, ", ".join(f"{k}={v}" for k, v in ks.items())]
+                                                  for n, ks in meta["variants"].items()])]
+        return "Ablation: " + ", ".join(meta["tricks"]), body
+    from .sweep import point_table
+
+    table = sorted(point_table(rows), key=lambda e: -e.get("val_accuracy", -1.0))
+    summ = {"table": table, "keys": list(meta["space"]["grid"]) + [r["key"] for r in meta["space"]["ranges"]],
+            "space": meta["space"]}
+    paths = sweep_figures(figs_dir, summ, rows)
+    final = meta.get("final")
+    if final:
+        best = next(e for e in table if e["point"] == final["point"])
+        body += ["<h2>Chosen configuration</h2>",
+                 f"<p class=\"verdict\"><b>{html.escape(best['label'])}</b>: validation accuracy "
+                 f"{_pm(final['val_accuracy'], final['val_accuracy_std'])}%, test accuracy "
+                 f"{_pm(final['test_accuracy'], final['test_accuracy_std'])}% "
+                 f"({len(final['run_dirs'])} seed(s)). Chosen on validation accuracy alone; the test split was "
+                 "scored once, for this configuration only.</p>"]
+    head = ["rank", *summ["keys"], "validation accuracy (%)", "validation loss", "epochs", "seeds", "seconds"]
+    trs = [[str(i + 1), *[json.dumps(e["params"].get(k)) for k in summ["keys"]],
+            _pm(e.get("val_accuracy"), e.get("val_accuracy_std", 0.0)),
+            f"{e['val_loss']:.4f}" if "val_loss" in e else "—", f"{e.get('epochs_run', 0):.1f}",
+            f"{e['done']}/{e['seeds']}", f"{e['seconds']:.1f}"] for i, e in enumerate(table)]
+    classes = ["best" if final and e["point"] == final["point"] else "" for e in table]
+    body += ["<h2>Configurations, sorted by validation accuracy</h2>", _table(head, trs, classes), "<h2>Figures</h2>"]
+    captions = {"curves.png": "validation accuracy per epoch of the best configurations (band: min-max over seeds)",
+                "heatmap.png": "validation accuracy over the first two searched keys",
+                "key.png": "validation accuracy against the searched key",
+                "parallel.png": "parallel coordinates of the searched keys"}
+    body += [_img(p, captions.get(p.name, p.name)) for p in paths]
+    return f"Sweep: {', '.join(summ['keys']) or 'base configuration'}", body
+
+
+def _reproduction_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
+    doc = json.loads((d / "reproduction.json").read_text())
+    body = [f"<p><i>{html.escape(doc['reference'])}</i></p>",
+            f"<p class=\"note\">Claim: {html.escape(doc['claim'])}<br>Size <code>{html.escape(doc['size'])}</code>, "
+            f"wall time {doc['wall_seconds']:.0f} s.</p>",
+            "<h2>The paper beside ours</h2>",
+            _table(["quantity", "paper", "ours"], [[r["quantity"], r["paper"], r["ours"]] for r in doc["table"]])]
+    if doc.get("verdict"):
+        body.append(f"<p class=\"verdict\">{html.escape(doc['verdict'])}</p>")
+    body.append("<h2>Figures</h2>")
+    for name in doc["figures"]:
+        src = d / name
+        dst = figs_dir / name
+        figs_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dst, src.read_bytes())
+        body.append(_img(dst, name))
+    settings = {k: v for k, v in doc["settings"].items() if k != "variants"}
+    body += ["<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"]
+    return doc["title"], body
+
+
+def _run_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
+    from ..report.plots import plot_history
+
+    metrics = json.loads((d / "metrics.json").read_text())
+    history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines() if line]
+    path = plot_history(history, figs_dir / "curves.png", title=d.name)
+    rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
+    body = ["<h2>Final scores</h2>", _table(["metric", "value"], rows), "<h2>Curves</h2>",
+            _img(path, "loss and accuracy per epoch"), "<h2>Configuration</h2>",
+            f"<pre>{html.escape((d / 'config.toml').read_text())}</pre>"]
+    return f"Run: {d.name}", body
+
+
+def kind_of(d: Path) -> str:
+    if (d / "reproduction.json").exists():
+        return "reproduction"
+    if (d / "sweep.db").exists():
+        return "sweep"
+    if (d / "metrics.json").exists() and (d / "history.jsonl").exists():
+        return "run"
+    raise FileNotFoundError(f"{d} is not a run, sweep, ablation or reproduction folder "
+                            "(no metrics.json, sweep.db or reproduction.json)")
+
+
+def write_report(d: str | Path) -> Path:
+    """Write ``d/report.html`` and the figures in ``d/report/``; returns the HTML path."""
+    d = Path(d)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d} is not a folder")
+    figs = d / "report"
+    figs.mkdir(exist_ok=True)
+    title, body = {"reproduction": _reproduction_body, "sweep": _sweep_body, "run": _run_body}[kind_of(d)](d, figs)
+    path = d / "report.html"
+    atomic_write_bytes(path, _page(title, body).encode())
+    return path

@@ -1,0 +1,186 @@
+"""Batch norm on MNIST (Ioffe & Szegedy 2015, section 4.1, Figure 1).
+
+The paper's set-up: 784-100-100-100-10, sigmoid hidden units, weights from a small Gaussian,
+minibatches of 60, 50,000 training steps, with and without batch norm before each sigmoid.
+Figure 1(a) plots test accuracy against steps; 1(b, c) plot the 15th, 50th and 85th percentiles
+of the input to one sigmoid of the last hidden layer over training.
+
+Here both networks start from the same weights and see the same minibatches; the only difference
+is the BatchNorm1d layers. The percentiles are taken over a fixed probe batch of 1,000 held-out
+training images (batch statistics of that probe for the batch-norm net, as in training).
+
+References:
+    Ioffe, S. and Szegedy, C. "Batch Normalization: Accelerating Deep Network Training by Reducing
+    Internal Covariate Shift." ICML 2015, section 4.1 and Figure 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ... import nn, optim
+from .common import Reproduction, Timer, accuracy, mnist, pyplot, save_figure, sgd_step
+
+NAME = "batchnorm-mnist"
+TITLE = "Batch norm on MNIST: faster, higher and steadier (Ioffe & Szegedy 2015, Fig. 1)"
+REFERENCE = "Ioffe & Szegedy, Batch Normalization, ICML 2015, section 4.1, Figure 1"
+SIZES = {
+    "quick": {"steps": 1500, "eval_every": 150, "train_subset": 12_000, "test_subset": 2000, "lr": 0.1},
+    "full": {"steps": 50_000, "eval_every": 500, "train_subset": 0, "test_subset": 0, "lr": 0.1},
+}
+HIDDEN, BATCH, INIT_STD = (100, 100, 100), 60, 0.1
+PERCENTILES = (15, 50, 85)
+
+
+def build(batchnorm: bool, seed: int) -> nn.Sequential:
+    """784-100-100-100-10 sigmoid MLP, weights N(0, 0.1^2), biases 0; [BN] before each sigmoid."""
+    rng = np.random.default_rng(seed)
+    layers, width = [], 784
+    for h in HIDDEN + (10,):
+        lin = nn.Linear(width, h, init=lambda shape, rng, dtype: nn.init.normal(shape, 0.0, INIT_STD, rng, dtype),
+                        rng=rng)
+        lin.bias.data[:] = 0
+        layers.append(lin)
+        if h != 10:
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.Sigmoid())
+        width = h
+    return nn.Sequential(*layers)
+
+
+def sigmoid_inputs(model: nn.Sequential, X: np.ndarray) -> np.ndarray:
+    """Inputs of the last hidden layer's sigmoids over the batch X, shape (batch, 100).
+
+    A batch-norm net normalizes with the batch statistics of X, as in training; its running
+    statistics are left as they were.
+    """
+    buffers = {k: np.array(v, copy=True) for k, v in model.named_buffers()}
+    layers = list(model)
+    last_sigmoid = max(i for i, m in enumerate(layers) if isinstance(m, nn.Sigmoid))
+    h = X
+    for m in layers[:last_sigmoid]:
+        h = m(h)
+    state = model.state_dict()
+    state.update(buffers)
+    model.load_state_dict(state)  # the probe must not move the running statistics
+    return h.astype(np.float64)
+
+
+def train(batchnorm: bool, data, steps: int, eval_every: int, lr: float, seed: int, log) -> dict:
+    (Xtr, ytr), (Xva, _), (Xte, yte) = data
+    model = build(batchnorm, seed).train()
+    loss = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=lr)
+    rng = np.random.default_rng(seed + 1)  # same minibatch order for both nets
+    probe = Xva[:1000]
+    steps_at, acc, pct = [], [], []
+
+    def record(step):
+        steps_at.append(step)
+        acc.append(accuracy(model, Xte, yte))
+        pct.append(np.percentile(sigmoid_inputs(model, probe), PERCENTILES, axis=0).T)
+
+    record(0)
+    step, order, pos = 0, rng.permutation(len(Xtr)), 0
+    while step < steps:
+        if pos + BATCH > len(order):
+            order, pos = rng.permutation(len(Xtr)), 0
+        idx = order[pos:pos + BATCH]
+        pos += BATCH
+        sgd_step(model, loss, opt, Xtr[idx], ytr[idx])
+        step += 1
+        if step % eval_every == 0 or step == steps:
+            record(step)
+            if step % (eval_every * 10) == 0:
+                log(f"{'BN' if batchnorm else 'baseline'} step {step}: test accuracy {acc[-1]:.4f}")
+    pct = np.stack(pct)  # (records, units, 3)
+    shift, spread = unit_drift(np.asarray(steps_at), pct)
+    typical = int(np.argsort(shift + spread)[len(shift) // 2])
+    return {"steps": steps_at, "test_accuracy": acc, "percentiles": pct[:, typical].tolist(), "unit": typical,
+            "median_shift": _median_iqr(shift), "spread_change": _median_iqr(spread)}
+
+
+def unit_drift(steps: np.ndarray, pct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit: |change of the median| and |change of the 15-85 spread| from early to late training.
+
+    Early is the first tenth of the steps (after step 0), late the last tenth; averaging within
+    each window keeps minibatch noise out of the measure. ``pct`` has shape (records, units, 3).
+    """
+    frac = steps / steps[-1]
+    early = pct[(frac > 0) & (frac <= 0.1)].mean(0)
+    late = pct[frac >= 0.9].mean(0)
+    shift = np.abs(late[:, 1] - early[:, 1])
+    spread = np.abs((late[:, 2] - late[:, 0]) - (early[:, 2] - early[:, 0]))
+    return shift, spread
+
+
+def _median_iqr(values: np.ndarray) -> list[float]:
+    return np.percentile(values, [50, 25, 75]).tolist()
+
+
+def _steps_to(run: dict, target: float) -> int | None:
+    return next((s for s, a in zip(run["steps"], run["test_accuracy"]) if a >= target), None)
+
+
+def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print) -> dict:
+    s = SIZES[size]
+    timer = Timer()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    data = mnist(data_root, seed=seed, train_subset=s["train_subset"], test_subset=s["test_subset"])
+    runs = {name: train(bn, data, s["steps"], s["eval_every"], s["lr"], seed, log)
+            for name, bn in (("baseline", False), ("batch norm", True))}
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, r in runs.items():
+        axes[0].plot(r["steps"], r["test_accuracy"], label=name)
+    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy",
+                ylim=(max(0.0, min(min(r["test_accuracy"][1:]) for r in runs.values()) - 0.02), 1.0))
+    axes[0].legend()
+    axes[0].grid(alpha=0.3)
+    for ax, (name, r) in zip(axes[1:], runs.items()):
+        p = np.asarray(r["percentiles"])
+        for j, q in enumerate(PERCENTILES):
+            ax.plot(r["steps"], p[:, j], color="C0" if name == "baseline" else "C1", alpha=0.4 + 0.3 * (j == 1))
+        ax.set(xlabel="training step", ylabel="sigmoid input", title=f"({'b' if name == 'baseline' else 'c'}) "
+               f"{name}: unit {r['unit']}, 15/50/85th pct.")
+        ax.grid(alpha=0.3)
+    lo = min(np.min(r["percentiles"]) for r in runs.values())
+    hi = max(np.max(r["percentiles"]) for r in runs.values())
+    for ax in axes[1:]:
+        ax.set_ylim(lo - 0.2, hi + 0.2)
+    rep = Reproduction(NAME, TITLE, REFERENCE,
+                       "batch norm reaches higher test accuracy sooner, and the distribution of a sigmoid's "
+                       "input stays steady with it while it drifts without it",
+                       size, {**s, "hidden": list(HIDDEN), "batch_size": BATCH, "optimizer": "SGD",
+                              "init": f"N(0, {INIT_STD}^2)", "seed": seed, "n_train": len(data[0][1]),
+                              "n_test": len(data[2][1])})
+    rep.figures.append(save_figure(fig, Path(out) / "batchnorm_mnist.png"))
+    base, bn = runs["baseline"], runs["batch norm"]
+    rep.row(f"test accuracy after {s['steps']:,} steps, without BN", "about 0.97 at 50,000 steps (read off Fig. 1a)",
+            f"{base['test_accuracy'][-1]:.4f}")
+    rep.row(f"test accuracy after {s['steps']:,} steps, with BN", "about 0.985 at 50,000 steps (read off Fig. 1a)",
+            f"{bn['test_accuracy'][-1]:.4f}")
+    target = base["test_accuracy"][-1]
+    reached = _steps_to(bn, target)
+    rep.row("steps for BN to reach the baseline's final accuracy", "a fraction of the baseline's (Fig. 1a)",
+            f"{reached:,} of {s['steps']:,}" if reached is not None else "not reached")
+    for key, what in (("median_shift", "shift of the median"), ("spread_change", "change of the 15-85th spread")):
+        for name, r, paper in (("without BN", base, "large (Fig. 1b: mean and variance move)"),
+                               ("with BN", bn, "small (Fig. 1c: steady)")):
+            m, q1, q3 = r[key]
+            rep.row(f"{name}: {what} of a last-layer sigmoid's input, first to last tenth of training "
+                    "(median over the 100 units [quartiles])", paper, f"{m:.2f} [{q1:.2f}, {q3:.2f}]")
+    higher = bn["test_accuracy"][-1] > base["test_accuracy"][-1]
+    verdict = [f"Batch norm ends {'higher' if higher else 'NOT higher'} ({bn['test_accuracy'][-1]:.4f} against "
+               f"{base['test_accuracy'][-1]:.4f})."]
+    for key, what in (("median_shift", "median"), ("spread_change", "spread")):
+        steadier = bn[key][0] < base[key][0]
+        verdict.append(f"Its sigmoid inputs' {what} moves {'less' if steadier else 'MORE'} than the baseline's "
+                       f"({bn[key][0]:.2f} against {base[key][0]:.2f}).")
+    rep.verdict = " ".join(verdict)
+    rep.extra = {"runs": runs}
+    rep.wall_seconds = timer.seconds
+    return rep.save(out)
