@@ -1,9 +1,14 @@
-"""Elementwise activations y = f(z) with dLoss/dz = f'(z) * dLoss/dy."""
+"""Elementwise activations y = f(z) with dLoss/dz = f'(z) * dLoss/dy.
+
+Each forward returns a fresh array and keeps what f'(z) needs (y itself for ReLU, sigmoid and
+tanh, whose derivatives are functions of y). The elementwise passes are in :mod:`._kernels`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels as K
 from .module import Module
 
 
@@ -12,11 +17,12 @@ class ReLU(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
-        self._y = np.maximum(x, 0)
+        self._y = K.relu(x)
         return self._y
 
     def backward(self, grad_output):
-        return grad_output * (self._saved("_y") > 0)
+        y = self._saved("_y")
+        return K.relu_backward(np.asarray(grad_output, dtype=self.dtype), y)
 
 
 class LeakyReLU(Module):
@@ -44,13 +50,17 @@ class Sigmoid(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
-        # 1/(1+exp(-z)) = (1 + tanh(z/2)) / 2: exact and never overflows
-        self._y = 0.5 * (1.0 + np.tanh(0.5 * x))
-        return self._y
+        # 1/(1+exp(-z)) = (1 + tanh(z/2)) / 2: exact and never overflows; one array, updated in place
+        y = np.multiply(x, 0.5)
+        np.tanh(y, out=y)
+        y += 1.0
+        y *= 0.5
+        self._y = y
+        return y
 
     def backward(self, grad_output):
         y = self._saved("_y")
-        return grad_output * y * (1 - y)
+        return K.sigmoid_backward(np.asarray(grad_output, dtype=self.dtype), y)
 
 
 class Tanh(Module):
@@ -63,4 +73,4 @@ class Tanh(Module):
 
     def backward(self, grad_output):
         y = self._saved("_y")
-        return grad_output * (1 - y * y)
+        return K.tanh_backward(np.asarray(grad_output, dtype=self.dtype), y)

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 
 from .._rng import RngLike, as_generator
+from . import _kernels as K
 from .linear import Linear
 from .module import Module, Sequential
 
@@ -19,8 +20,44 @@ SCALINGS = ("inverted", "test")
 
 
 def bernoulli_mask(rng: np.random.Generator, shape, keep: float, dtype) -> np.ndarray:
-    """A fresh mask, 1 with probability ``keep`` (the lecture's alpha) and 0 otherwise."""
-    return (rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64) < keep).astype(dtype)
+    """A fresh mask, 1 with probability ``keep`` (the lecture's alpha) and 0 otherwise.
+
+    Drawn by :func:`keep_rule` from ``rng``'s raw bits: the same draws as a :class:`Dropout`
+    layer's mask for the same generator state and shape.
+    """
+    mask = np.empty(shape, dtype=dtype)
+    threshold, chunks = random_chunks(rng, mask.size, keep)
+    K.bernoulli_(chunks, threshold, 1, mask)
+    return mask
+
+
+def keep_rule(keep: float) -> tuple[int, int]:
+    """How raw random bits decide "keep": ``(bits, threshold)``.
+
+    Each unit reads its own ``bits``-bit chunk r of uniformly random bits (an integer in
+    [0, 2^bits)) and is kept when r < threshold = keep * 2^bits, so P(keep) = threshold / 2^bits.
+    That is exact with 1 bit for keep = 0.5, with 8 or 16 bits when keep is a multiple of 2^-8 or
+    2^-16; otherwise 32 bits, with threshold = round(keep * 2^32), within 2^-33 of keep. Comparing
+    integers from the generator's raw output is about 20x faster than ``rng.random(shape) < keep``.
+    """
+    for bits in (1, 8, 16):
+        threshold = keep * 2**bits
+        if threshold == int(threshold):
+            return bits, int(threshold)
+    return 32, int(round(keep * 2**32))
+
+
+def random_chunks(rng: np.random.Generator, count: int, keep: float) -> tuple[int, np.ndarray]:
+    """``(threshold, r)``: ``count`` random integers r_i, unit i kept iff r_i < threshold.
+
+    The chunks are cut from 64-bit words of ``rng`` (little-endian order): single bits unpacked
+    for keep = 0.5, else 8-, 16- or 32-bit integers viewing the same words (:func:`keep_rule`).
+    """
+    bits, threshold = keep_rule(keep)
+    words = rng.integers(0, 2**64 - 1, size=-(-count * bits // 64), dtype=np.uint64, endpoint=True)
+    if bits == 1:
+        return threshold, np.unpackbits(words.view(np.uint8), count=count, bitorder="little")
+    return threshold, words.view(f"<u{bits // 8}")[:count]
 
 
 class Dropout(Module):
@@ -59,14 +96,15 @@ class Dropout(Module):
         if not self.training:
             self._scale = alpha if self.scaling == "test" else self.dtype.type(1)
             return x * self._scale if self.scaling == "test" else x
-        mask = bernoulli_mask(self.rng, x.shape, self.keep, self.dtype)
-        if self.scaling == "inverted":
-            mask /= alpha
+        # m ~ Bernoulli(alpha) from raw random bits; the mask stored is m / alpha (inverted) or m
+        threshold, chunks = random_chunks(self.rng, x.size, self.keep)
+        scale = self.dtype.type(1) / alpha if self.scaling == "inverted" else self.dtype.type(1)
+        mask = self._scratch("_mask", x.shape)
         self._scale = mask
-        return x * mask
+        return K.dropout(x, chunks, threshold, scale, mask)
 
     def backward(self, grad_output):
-        return grad_output * self._saved("_scale")
+        return np.asarray(grad_output, dtype=self.dtype) * self._saved("_scale")
 
     def extra_repr(self) -> str:
         return f"p={self.p}, scaling={self.scaling!r}"

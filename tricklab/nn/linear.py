@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .._rng import RngLike, as_generator
+from . import _kernels as K
 from . import init as init_
 from .module import Module
 from .parameter import Parameter
@@ -60,14 +61,18 @@ class Linear(Module):
         return z
 
     def backward(self, grad_output):
-        x = self._saved("_x")
         g = np.asarray(grad_output, dtype=self.dtype)
         grad_input = g @ self.weight.data
+        self.backward_parameters(g)
+        return grad_input
+
+    def backward_parameters(self, grad_output):
+        x = self._saved("_x")
+        g = np.asarray(grad_output, dtype=self.dtype)
         g2, x2 = g.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
-        self.weight.grad += g2.T @ x2
+        K.gemm_accumulate(self.weight.grad, g2.T, x2)  # dW += g^T x, one BLAS call
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
-        return grad_input
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels as K
 from .module import Module
 
 
@@ -57,10 +58,9 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"CrossEntropyLoss: target has shape {d.shape}, expected ({z.shape[0]},)")
         if d.size and (d.min() < 0 or d.max() >= z.shape[1]):
             raise ValueError(f"CrossEntropyLoss: target classes must lie in [0, {z.shape[1]}), got range [{d.min()}, {d.max()}]")
-        logp = log_softmax(z)
-        rows = np.arange(z.shape[0])
+        loss, logp = K.cross_entropy(z, d)  # logp = log_softmax(z), loss = -mean_t logp_t[d_t]
         self._logp, self._target = logp, d
-        return float(-logp[rows, d].mean())
+        return loss
 
     def backward(self, grad=1.0):
         logp, d = self._saved("_logp"), self._target

@@ -79,6 +79,14 @@ class Module:
     def backward(self, grad_output):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def backward_parameters(self, grad_output) -> None:
+        """Backward for a module whose input is data: only the parameters' gradients are wanted.
+
+        Adds into every ``p.grad`` exactly as ``backward`` does; work that serves only dLoss/dx
+        may be skipped (Linear skips the product g W). Returns None.
+        """
+        self.backward(grad_output)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
@@ -98,6 +106,19 @@ class Module:
         if value is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return value
+
+    def _scratch(self, attr: str, shape: tuple[int, ...]) -> np.ndarray:
+        """An internal work array of this module's dtype, kept and reused by every call.
+
+        Only for caches and temporaries that never leave the module: it is overwritten by the
+        next call, so it must not be returned to a caller. Reusing it spares the allocator (large
+        arrays are otherwise returned to the OS and faulted back in at every step).
+        """
+        buf = self.__dict__.get(attr)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = np.empty(shape, dtype=self.dtype)
+            object.__setattr__(self, attr, buf)
+        return buf
 
     # ----------------------------------------------------------------- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
@@ -246,15 +267,21 @@ class Sequential(Module):
     """Modules applied in order: ``y = f_n(...f_2(f_1(x)))``; backward runs them in reverse.
 
     Children are named "0", "1", ... so ``state_dict`` keys match ``torch.nn.Sequential``.
+
+    ``input_grad=False`` says the input is data, like a torch input without ``requires_grad``:
+    ``backward`` then returns None and skips what serves only dLoss/dx (the layers before the
+    first one with parameters, and that layer's input gradient: for a first Linear layer on 784
+    pixels, about a tenth of an MLP step's multiply-adds). Parameter gradients are unchanged.
     """
 
-    def __init__(self, *layers: Module):
+    def __init__(self, *layers: Module, input_grad: bool = True):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential argument {i} is {type(layer).__name__}, not a Module")
         super().__init__(dtype=_common_dtype(layers))
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
+        self.input_grad = bool(input_grad)
         self.to(self.dtype)
 
     def __len__(self) -> int:
@@ -279,6 +306,18 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output):
+        if not self.input_grad:
+            return self.backward_parameters(grad_output)
         for layer in reversed(self._modules.values()):
             grad_output = layer.backward(grad_output)
         return grad_output
+
+    def backward_parameters(self, grad_output) -> None:
+        layers = list(self._modules.values())
+        first = next((i for i, m in enumerate(layers) if next(m.parameters(), None) is not None), None)
+        if first is None:
+            return None
+        for layer in reversed(layers[first + 1:]):
+            grad_output = layer.backward(grad_output)
+        layers[first].backward_parameters(grad_output)
+        return None

@@ -11,6 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
+from . import _kernels as K
 from .module import Module
 from .parameter import Parameter
 
@@ -77,22 +78,24 @@ class BatchNorm1d(Module):
             raise ValueError(f"BatchNorm1d({self.num_features}) got input of shape {x.shape}; expected (batch, {self.num_features})")
         z = x if self.units is None else x[:, self.units]
         use_batch = self.training or self._collector is not None
+        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
         if use_batch:
             if z.shape[0] < 2:
                 raise ValueError(
                     f"BatchNorm1d expected more than 1 value per feature when training, got input of shape {x.shape}"
                 )
-            mu, var = z.mean(axis=0), z.var(axis=0)
+            # mu, var (biased), inv_std = 1/sqrt(var + eps), u = (z - mu) inv_std, out = gamma u + beta
+            out, mu, var, inv_std = K.batchnorm_train(z, gamma, beta, self.eps)
             if self._collector is not None:
                 self._collector.append((mu, var, z.shape[0]))
             elif self.training:
                 self._update_running(mu, var, z.shape[0])
         else:
-            mu, var = self.running_mean, self.running_var
-        inv_std = 1.0 / np.sqrt(var + self.dtype.type(self.eps))
-        u = (z - mu) * inv_std
-        self._u, self._inv_std, self._batch_stats = u, inv_std, use_batch
-        out = u * self.weight.data + self.bias.data if self.affine else u
+            mu = self.running_mean.copy()  # kept for backward: running statistics may change
+            inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
+            out = K.batchnorm_eval(z, mu, inv_std, gamma, beta)
+        # backward recomputes u = (z - mu) inv_std from the input rather than storing it
+        self._z, self._mu, self._inv_std, self._batch_stats = z, mu, inv_std, use_batch
         if self.units is None:
             return out
         y = x.copy()
@@ -102,27 +105,21 @@ class BatchNorm1d(Module):
     def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
         self.num_batches_tracked += 1
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (batch / (batch - 1))
-        self.running_mean *= 1 - factor
-        self.running_mean += factor * mu
-        self.running_var *= 1 - factor
-        self.running_var += factor * unbiased
+        # r <- (1 - factor) r + factor s, with var_B * B / (B - 1) for running_var
+        K.batchnorm_running_(self.running_mean, self.running_var, mu, var, factor, batch)
 
     # ---------------------------------------------------------------- backward
     def backward(self, grad_output):
-        u, inv_std = self._saved("_u"), self._inv_std
+        z, mu, inv_std = self._saved("_z"), self._mu, self._inv_std
         gy = np.asarray(grad_output, dtype=self.dtype)
+        if gy.shape != (z.shape[0], self.num_features):
+            raise ValueError(f"BatchNorm1d.backward got a gradient of shape {gy.shape}; expected the output's "
+                             f"shape {(z.shape[0], self.num_features)}")
         gz_out = gy if self.units is None else gy[:, self.units]
-        if self.affine:
-            self.weight.grad += (gz_out * u).sum(axis=0)
-            self.bias.grad += gz_out.sum(axis=0)
-            g = gz_out * self.weight.data
-        else:
-            g = gz_out
-        if self._batch_stats:
-            gz = inv_std * (g - g.mean(axis=0) - u * (g * u).mean(axis=0))
-        else:  # population statistics are constants
-            gz = g * inv_std
+        gamma, dgamma, dbeta = (self.weight.data, self.weight.grad, self.bias.grad) if self.affine else (None, None, None)
+        # dgamma += sum_i g_i u_i, dbeta += sum_i g_i; with batch statistics
+        # dz = gamma inv_std (g - mean_i g_i - u mean_i g_i u_i), with population ones dz = gamma inv_std g
+        gz = K.batchnorm_backward(gz_out, z, mu, inv_std, gamma, self._batch_stats, dgamma, dbeta)
         if self.units is None:
             return gz
         grad_input = gy.copy()

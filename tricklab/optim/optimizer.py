@@ -7,6 +7,12 @@ An optimizer step, for every parameter ``w`` with gradient ``g`` in every parame
 
 The chain is rebuilt from the group's hyperparameters at each step. So changing ``group['lr']``
 (as the schedulers in lr_scheduler.py do) takes effect at the next ``step()``.
+
+Fast path: SGD and Adam also have the whole chain plus ``w += u`` as one compiled loop per
+parameter (``tricklab.nn._kernels``, numba backend): one pass over w, g and the state instead of
+one NumPy pass per link and temporary. It computes the chain's float32 operations in the chain's
+order, and the chain remains the definition: it runs whenever the kernel is unavailable
+(``TRICKLAB_KERNELS=numpy``, numba not installed) or the arrays don't suit it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ..nn import _kernels as K
 from ..nn.parameter import Parameter
 from . import transforms as T
 
@@ -61,6 +68,12 @@ class Optimizer:
     def validate(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming a hyperparameter of ``group`` that is out of range."""
 
+    def fused_update(self, group: dict[str, Any]) -> Callable[[Parameter, dict], bool] | None:
+        """Optional fast path: ``f(p, state)`` does ``transform(group)``'s update and ``w += u`` in
+        place and returns True, or returns False to leave that parameter to the chain. None: no
+        fast path (the default)."""
+        return None
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Append a group: missing keys come from ``defaults``; hyperparameters are validated."""
         if not isinstance(param_group, dict):
@@ -93,10 +106,14 @@ class Optimizer:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             tx = self.transform(group)
+            fused = self.fused_update(group)
             for p in group["params"]:
                 state = self.state.get(p)
                 if state is None:
                     state = tx.init(p.data)
+                if fused is not None and fused(p, state):
+                    self.state[p] = state
+                    continue
                 u, self.state[p] = tx.update(p.grad, state, p.data)
                 p.data += u
         return loss
@@ -143,6 +160,18 @@ class Optimizer:
             hyper = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {i}: {len(group['params'])} params, {hyper}")
         return "\n".join(lines + [")"])
+
+
+def _fusable(p: Parameter, *state_arrays) -> bool:
+    """The fused kernels take C-contiguous float arrays of one dtype and shape."""
+    w = p.data
+    if w.dtype.kind != "f" or not w.flags.c_contiguous:
+        return False
+    for a in (p.grad, *state_arrays):
+        if a is not None and (not isinstance(a, np.ndarray) or a.dtype != w.dtype or a.shape != w.shape
+                              or not a.flags.c_contiguous):
+            return False
+    return True
 
 
 def _restore(value, p: Parameter, name: str):
@@ -192,6 +221,24 @@ class SGD(Optimizer):
             T.scale_by_learning_rate(g["lr"]),
         )
 
+    def fused_update(self, g):
+        if K.backend() != "numba":
+            return None
+        momentum = g["momentum"]
+
+        def update(p, state):
+            buf = state.get("momentum_buffer")
+            if not _fusable(p, buf):
+                return False
+            first = momentum != 0 and buf is None
+            if first:
+                buf = state["momentum_buffer"] = np.empty_like(p.data)
+            K.sgd_(p.data, p.grad, buf, g["lr"], momentum, g["dampening"], g["weight_decay"],
+                   g["nesterov"], g["maximize"], first)
+            return True
+
+        return update
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) exactly as ``torch.optim.Adam``: ``weight_decay`` is L2, which means
@@ -231,6 +278,22 @@ class Adam(Optimizer):
             decay if decoupled else None,  # AdamW: the decay term bypasses Adam
             T.scale_by_learning_rate(g["lr"]),
         )
+
+    def fused_update(self, g):
+        if K.backend() != "numba":
+            return None
+        b1, b2 = g["betas"]
+
+        def update(p, state):
+            m, v, vmax = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
+            if not _fusable(p, m, v, vmax) or (g["amsgrad"] and vmax is None):
+                return False
+            step = state["step"] = int(state["step"]) + 1
+            K.adam_(p.data, p.grad, m, v, vmax, g["lr"], b1, b2, g["eps"], g["weight_decay"],
+                    g["decoupled_weight_decay"], g["amsgrad"], g["maximize"], step)
+            return True
+
+        return update
 
 
 class AdamW(Adam):

@@ -125,7 +125,7 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Tr
             buf = state["momentum_buffer"] = g.copy()
         else:
             buf *= momentum
-            buf += (1.0 - dampening) * g
+            buf += (1.0 - dampening) * g if dampening != 0 else g
         return (g + momentum * buf if nesterov else buf), state
 
     return Transform(_no_state, update)
@@ -155,13 +155,21 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     def update(g, state, w):
         t = state["step"] = int(state["step"]) + 1
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1.0 - b1) * (g - m)
+        tmp = np.subtract(g, m)  # one work array for the temporaries, same operations in order
+        tmp *= 1.0 - b1
+        m += tmp  # m += (1 - b1) (g - m)
+        np.multiply(g, 1.0 - b2, out=tmp)
+        tmp *= g
         v *= b2
-        v += (1.0 - b2) * g * g
+        v += tmp  # v = b2 v + (1 - b2) g g
         if amsgrad:
             v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        denom = np.sqrt(v) / (1.0 - b2**t) ** 0.5 + eps
-        return (m / (1.0 - b1**t)) / denom, state
+        denom = np.sqrt(v, out=tmp)
+        denom /= (1.0 - b2**t) ** 0.5
+        denom += eps
+        u = m / (1.0 - b1**t)
+        u /= denom
+        return u, state
 
     return Transform(init, update)
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks: tricklab against its PyTorch twin, interleaved in one process (``python -m benchmarks.run``)."""
