@@ -94,3 +94,9 @@ def test_mask_is_bernoulli_by_chi_square():
     # each column's kept count ~ Binomial(400, 0.7): the column counts should not be overdispersed
     chi2 = ((kept - 280) ** 2 / (400 * 0.7 * 0.3)).sum()
     assert stats.chi2.sf(chi2, df=250) > 1e-4
+
+
+def test_numpy_scalar_probability_is_accepted():
+    assert nn.Dropout(np.float32(0.25)).p == 0.25
+    with pytest.raises(ValueError, match="p \\(drop probability\\)"):
+        nn.Dropout(True)

@@ -73,3 +73,16 @@ def test_cross_entropy_target_errors():
         nn.CrossEntropyLoss()(z, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match=r"target has shape \(2, 2\), expected \(2, 3\)"):
         nn.MSELoss()(z, np.zeros((2, 2)))
+
+
+def test_losses_follow_the_prediction_dtype_like_torch(rng):
+    z = rng.standard_normal((4, 3))
+    d = rng.integers(0, 3, 4)
+    crit = nn.CrossEntropyLoss()  # default float32, but a float64 prediction is not downcast
+    value = crit(z, d)
+    ref_value, ref_grad = _torch_grad(torch.nn.CrossEntropyLoss(), z, d)
+    assert crit.backward().dtype == np.float64
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(crit.backward(), ref_grad, rtol=1e-10, atol=1e-12)
+    assert crit(z.astype(np.float32), d) == pytest.approx(ref_value, rel=1e-5)
+    assert crit.backward().dtype == np.float32

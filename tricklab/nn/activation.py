@@ -39,7 +39,7 @@ class LeakyReLU(Module):
 
     def backward(self, grad_output):
         slope = np.where(self._saved("_positive"), self.dtype.type(1), self.dtype.type(self.negative_slope))
-        return grad_output * slope
+        return np.asarray(grad_output, dtype=self.dtype) * slope
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"

@@ -8,6 +8,7 @@ References:
 from __future__ import annotations
 
 import copy
+import numbers
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, scaling: str = "inverted", rng: RngLike = None, dtype=None):
         super().__init__(dtype=dtype)
-        if not isinstance(p, (float, int)) or not 0.0 <= p < 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p (drop probability) must be in [0, 1), got {p!r}")
         if scaling not in SCALINGS:
             raise ValueError(f"Dropout: scaling must be one of {SCALINGS}, got {scaling!r}")

@@ -20,7 +20,12 @@ def _check_finite(name: str, x: np.ndarray, loss: str) -> None:
 
 
 class _Loss(Module):
+    """A loss computes in its prediction's dtype (float32 or float64), as a torch loss does."""
+
     def _prediction(self, pred, ndim: int | None = None) -> np.ndarray:
+        pred = np.asarray(pred)
+        if pred.dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+            object.__setattr__(self, "dtype", pred.dtype)
         pred = self._cast_input(pred, name="prediction")
         _check_finite("prediction", pred, type(self).__name__)
         return pred
