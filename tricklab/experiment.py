@@ -28,7 +28,7 @@ import numpy as np
 
 from . import config as config_
 from . import nn, optim
-from .data import (Compose, DataLoader, ElasticDistortion, GaussianNoise, RandomRotation, RandomStretch,
+from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .train import EarlyStopping, Trainer
 from .train.checkpoint import CheckpointError, atomic_write_bytes

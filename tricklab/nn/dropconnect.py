@@ -7,40 +7,19 @@ References:
 
 from __future__ import annotations
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
 
 from .._rng import RngLike, as_generator
-from . import init as init_
 from .activation import ReLU, Sigmoid, Tanh
 from .dropout import bernoulli_mask
+from .linear import affine_parameters
 from .module import Module
-from .parameter import Parameter
 
 MASKS = ("example", "batch")
 INFERENCES = ("mean", "gaussian")
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-
-
-def affine_parameters(owner: Module, in_features, out_features, bias: bool, init, rng: np.random.Generator) -> None:
-    """Give ``owner`` a ``weight`` (out, in) and ``bias`` (out,) drawn exactly as :class:`Linear` draws them.
-
-    The same ``rng`` therefore gives a noisy linear layer the same weights as a plain ``Linear``.
-    """
-    name = type(owner).__name__
-    for arg, value in (("in_features", in_features), ("out_features", out_features)):
-        if not (isinstance(value, Integral) and not isinstance(value, bool) and value > 0):
-            raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
-    owner.in_features, owner.out_features = int(in_features), int(out_features)
-    shape = (owner.out_features, owner.in_features)
-    owner.weight = Parameter(init_.get_initializer(init)(shape, rng=rng, dtype=owner.dtype))
-    if bias:
-        bound = 1.0 / math.sqrt(owner.in_features)
-        owner.bias = Parameter(rng.uniform(-bound, bound, size=owner.out_features).astype(owner.dtype))
-    else:
-        owner.register_parameter("bias", None)
 
 
 def check_batch_input(owner: Module, x) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import numpy as np
 
@@ -11,6 +12,26 @@ from . import _kernels as K
 from . import init as init_
 from .module import Module
 from .parameter import Parameter
+
+
+def affine_parameters(owner: Module, in_features, out_features, bias: bool, init, rng: np.random.Generator) -> None:
+    """Give ``owner`` a ``weight`` (out, in) and ``bias`` (out,) drawn exactly as :class:`Linear` draws them.
+
+    The same ``rng`` therefore gives a noisy linear layer the same weights as a plain ``Linear``.
+    """
+    name = type(owner).__name__
+    for arg, value in (("in_features", in_features), ("out_features", out_features)):
+        if not (isinstance(value, Integral) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+    owner.in_features, owner.out_features = int(in_features), int(out_features)
+    shape = (owner.out_features, owner.in_features)
+    owner.weight = Parameter(init_.get_initializer(init)(shape, rng=rng, dtype=owner.dtype))
+    if bias:
+        bound = 1.0 / math.sqrt(owner.in_features)
+        owner.bias = Parameter(rng.uniform(-bound, bound, size=owner.out_features).astype(owner.dtype))
+    else:
+        owner.register_parameter("bias", None)
+
 
 
 class Linear(Module):
@@ -33,18 +54,7 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init="default",
                  rng: RngLike = None, dtype=None):
         super().__init__(dtype=dtype)
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        gen = as_generator(rng)
-        shape = (self.out_features, self.in_features)
-        self.weight = Parameter(init_.get_initializer(init)(shape, rng=gen, dtype=self.dtype))
-        if bias:
-            bound = 1.0 / math.sqrt(self.in_features)
-            self.bias = Parameter(gen.uniform(-bound, bound, size=self.out_features).astype(self.dtype))
-        else:
-            self.register_parameter("bias", None)
+        affine_parameters(self, in_features, out_features, bias, init, as_generator(rng))
         self._x = None
 
     def forward(self, x):
