@@ -114,6 +114,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "early_stopping": {
         "enabled": Key(bool, False),
         "criterion": Key(str, "patience", choices=("patience", "GL", "PQ", "UP")),
+        "monitor": Key(str, "loss", choices=("loss", "error"), help="validation loss, or error rate 1 - accuracy"),
         "patience": Key(int, 5, low=1),
         "min_delta": Key(float, 0.0, low=0.0),
         "alpha": Key(float, 5.0, low=0.0, low_open=True),

@@ -270,7 +270,7 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     stopper = None
     if e["enabled"]:
         stopper = EarlyStopping(e["criterion"], patience=e["patience"], min_delta=e["min_delta"], alpha=e["alpha"],
-                                strip=e["strip"], s=e["s"], restore_best=e["restore_best"])
+                                strip=e["strip"], s=e["s"], restore_best=e["restore_best"], monitor=e["monitor"])
     constraints = [nn.MaxNorm(r["max_norm"])] if r["max_norm"] else []
     trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
                       clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,

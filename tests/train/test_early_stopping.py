@@ -90,3 +90,22 @@ def test_trainer_stops_and_restores_the_best_weights(rng):
     history = trainer.fit(DataLoader(X, y, 16, rng=1), (X, y), epochs=12)
     assert len(history) == 7
     np.testing.assert_array_equal(model[0].weight.data, weights[4])
+
+
+def test_monitor_error_follows_accuracy_not_loss(rng):
+    """Validation loss rising while accuracy still improves: monitor='error' keeps training."""
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    for monitor, expected_epochs in (("loss", 4), ("error", 6)):
+        model = nn.Sequential(nn.Linear(3, 2, rng=0))
+        stopper = EarlyStopping(patience=2, monitor=monitor)
+        trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1),
+                          early_stopping=stopper, progress=False, log=lambda m: None)
+        curve = iter([(0.5, 0.6), (0.4, 0.7), (0.45, 0.75), (0.5, 0.8), (0.55, 0.85), (0.6, 0.86)])
+        trainer.evaluate = lambda data, batch_size=1024, c=curve: dict(zip(("loss", "accuracy"), next(c)))
+        from tricklab.data import DataLoader
+
+        history = trainer.fit(DataLoader(X, y, 16, rng=1), (X, y), epochs=6)
+        assert len(history) == expected_epochs, monitor
+    with pytest.raises(ValueError, match="monitor must be"):
+        EarlyStopping(monitor="accuracy")

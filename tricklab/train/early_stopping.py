@@ -25,10 +25,16 @@ class EarlyStopping:
 
     ``update(epoch, train_loss, val_loss)`` returns True when training should stop. The best
     epoch is the one with the lowest validation loss (improvement by more than ``min_delta``).
+    ``monitor="error"`` asks the trainer to pass error rates (1 - accuracy) instead of losses:
+    a validation loss can rise while the accuracy still improves (over-confident mistakes).
     """
 
     def __init__(self, criterion: str = "patience", patience: int = 5, min_delta: float = 0.0,
-                 alpha: float = 5.0, strip: int = 5, s: int = 3, restore_best: bool = True):
+                 alpha: float = 5.0, strip: int = 5, s: int = 3, restore_best: bool = True,
+                 monitor: str = "loss"):
+        if monitor not in ("loss", "error"):
+            raise ValueError(f"early stopping monitor must be 'loss' or 'error', got {monitor!r}")
+        self.monitor = monitor
         if criterion not in CRITERIA:
             raise ValueError(f"early stopping criterion must be one of {CRITERIA}, got {criterion!r}")
         if patience < 1:

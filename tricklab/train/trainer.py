@@ -190,7 +190,11 @@ class Trainer:
             if self.scheduler_interval == "epoch":
                 self._step_schedulers(row.get("val_loss", row["train_loss"]))
             if self.early_stopping is not None and val is not None:
-                stopped = self.early_stopping.update(self.epoch + 1, row["train_loss"], row["val_loss"])
+                if self.early_stopping.monitor == "error":
+                    seen = (1.0 - row["train_accuracy"], 1.0 - row["val_accuracy"])
+                else:
+                    seen = (row["train_loss"], row["val_loss"])
+                stopped = self.early_stopping.update(self.epoch + 1, *seen)
                 if self.early_stopping.best_epoch == self.epoch + 1:
                     self.best_state = self.model.state_dict()
             row["seconds"] = time.perf_counter() - start
@@ -213,7 +217,7 @@ class Trainer:
         es = self.early_stopping
         if es is not None and es.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-            self.log(f"restored the weights of epoch {es.best_epoch} (best validation loss {es.best_loss:.4f})")
+            self.log(f"restored the weights of epoch {es.best_epoch} (best validation {es.monitor} {es.best_loss:.4f})")
         has_bn = any(isinstance(m, BatchNorm1d) for m in self.model.modules())
         if has_bn and self.bn_statistics == "recompute":
             state = {k: g.bit_generator.state for k, g in self.generators.items()}
