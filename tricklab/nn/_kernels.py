@@ -250,22 +250,23 @@ _sigmoid_backward_k = _Compiled(_sigmoid_backward_loop, "_sigmoid_backward_k")
 _tanh_backward_k = _Compiled(_tanh_backward_loop, "_tanh_backward_k")
 
 
+def _output_backward(kernel, fallback, g, y):
+    """Run a compiled f'(y)-from-output kernel over flat copies; broadcasting shapes go to NumPy."""
+    if g.shape != y.shape:
+        return fallback(g, y)
+    gx = np.empty(g.shape, g.dtype)
+    kernel(_flat(g), _flat(y), gx.reshape(-1), g.dtype.type(1))
+    return gx
+
+
 @_register("numba")
 def _numba_sigmoid_backward(g, y):
-    if g.shape != y.shape:
-        return _numpy_sigmoid_backward(g, y)
-    gx = np.empty(g.shape, g.dtype)
-    _sigmoid_backward_k(_flat(g), _flat(y), gx.reshape(-1), g.dtype.type(1))
-    return gx
+    return _output_backward(_sigmoid_backward_k, _numpy_sigmoid_backward, g, y)
 
 
 @_register("numba")
 def _numba_tanh_backward(g, y):
-    if g.shape != y.shape:
-        return _numpy_tanh_backward(g, y)
-    gx = np.empty(g.shape, g.dtype)
-    _tanh_backward_k(_flat(g), _flat(y), gx.reshape(-1), g.dtype.type(1))
-    return gx
+    return _output_backward(_tanh_backward_k, _numpy_tanh_backward, g, y)
 
 
 # =============================================================================== dropout
