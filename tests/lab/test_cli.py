@@ -37,3 +37,11 @@ def test_reproduce_quick_through_the_command(tmp_path, capsys):
 def test_report_command(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run, sweep" in capsys.readouterr().err
+
+
+def test_a_seed_grid_is_refused_with_the_option_to_use(tiny_config, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(tiny_config), "--grid", "run.seed=1,2,3,4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tricklab: error: --grid run.seed") and "use --seeds K" in err
+    assert err.count("\n") == 1 and not out.exists()

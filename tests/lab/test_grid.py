@@ -93,3 +93,11 @@ def test_log_range_sample_is_within_bounds():
     assert min(vals) >= 1e-5 and max(vals) <= 1.0
     assert abs(np.median(np.log10(vals)) - (-2.5)) < 0.3
     assert math.isclose(float(np.mean(np.log10(vals))), -2.5, abs_tol=0.2)
+
+
+def test_the_seed_is_refused_as_a_search_key_in_favour_of_seeds():
+    # each trial's seed is run.seed + k (k < --seeds): a searched seed would be overwritten
+    with pytest.raises(config_.ConfigError, match=r"--grid run\.seed.*use --seeds K"):
+        grid.make_space(["run.seed=1,2,3,4"])
+    with pytest.raises(config_.ConfigError, match=r"--range run\.seed.*use --seeds K"):
+        grid.make_space([], ["run.seed=0:10"], random=3)

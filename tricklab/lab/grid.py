@@ -8,7 +8,8 @@
 Without ``--random`` the grid is expanded in full (the Cartesian product, in the order the keys
 were given). With ``--random N`` N points are drawn, each grid key uniformly from its values and
 each range key from its range, from a generator seeded by ``sample_seed`` so that the same
-command draws the same points. Every point runs once per seed.
+command draws the same points. Every point runs once per seed (``--seeds K``), which is why
+``run.seed`` cannot be a search key.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def _split_key(spec: str, what: str) -> tuple[str, str]:
     key, text = spec.split("=", 1)
     key = key.strip()
     schema_key(key)
+    if key == "run.seed":  # apply() sets each trial's seed, so a searched seed would be overwritten
+        raise config_.ConfigError(f"{what} run.seed: the seeds are not searched; use --seeds K to run every "
+                                  "configuration with seeds run.seed, ..., run.seed + K - 1 "
+                                  "(and --set run.seed=S for the first)")
     return key, text.strip()
 
 
