@@ -11,7 +11,8 @@ A transformation works on ONE parameter's arrays and keeps its state explicit::
 (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq`` ...), so an optimizer's ``state_dict`` looks
 like torch's. ``update`` never writes into ``g`` or ``w``. It updates the state's buffers in place
 and returns the same dict. The ``u`` it returns may be a state buffer, so read it and don't
-write to it.
+write to it. The buffers are ndarrays of ``w``'s shape also for a 0-d ``w``, where NumPy arithmetic
+returns scalars: a scalar can neither be updated in place nor be an ``out=`` argument.
 
 Hyperparameters are stored as Python floats. NumPy 2 treats Python scalars as "weak", so
 ``0.9 * g`` keeps float32 as float32 with no float64 round trip.
@@ -122,7 +123,7 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Tr
     def update(g, state, w):
         buf = state.get("momentum_buffer")
         if buf is None:
-            buf = state["momentum_buffer"] = g.copy()
+            buf = state["momentum_buffer"] = np.array(g)  # an array even where g is a 0-d result
         else:
             buf *= momentum
             buf += (1.0 - dampening) * g if dampening != 0 else g
@@ -155,7 +156,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     def update(g, state, w):
         t = state["step"] = int(state["step"]) + 1
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        tmp = np.subtract(g, m)  # one work array for the temporaries, same operations in order
+        tmp = np.subtract(g, m, out=np.empty_like(m))  # one work array, same operations in order
         tmp *= 1.0 - b1
         m += tmp  # m += (1 - b1) (g - m)
         np.multiply(g, 1.0 - b2, out=tmp)
