@@ -9,6 +9,7 @@ import pytest
 
 from tricklab.data import (DataFileError, check_targets, describe_targets, load_csv, load_npz,
                            split_indices)
+from tricklab.errors import TricklabError
 
 
 def _rows(n: int, shape=(3,), seed=0) -> np.ndarray:
@@ -19,7 +20,7 @@ def _rows(n: int, shape=(3,), seed=0) -> np.ndarray:
 def _error(fn, *args, **kwargs) -> str:
     with pytest.raises(DataFileError) as info:
         fn(*args, **kwargs)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TricklabError)
     return str(info.value)
 
 

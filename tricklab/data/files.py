@@ -26,13 +26,14 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import TricklabError
 from .split import split_indices
 
 LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DataFileError(ValueError):
+class DataFileError(TricklabError, ValueError):
     """A data file is missing, of the wrong layout, or holds values a run cannot use."""
 
 
