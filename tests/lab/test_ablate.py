@@ -38,6 +38,33 @@ def test_tricks_follow_the_data_and_the_configuration():
         trick_settings(m1d, ["batchnorm"], on={"model.dropout": 0.2})
 
 
+def test_empty_or_misspelt_tricks_are_refused():
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    with pytest.raises(config_.ConfigError, match=r"^--tricks names no trick; give one or more of: batchnorm, "):
+        trick_settings(cfg, [])
+    with pytest.raises(config_.ConfigError, match=r"^--tricks: unknown trick 'batchnrom'; did you mean 'batchnorm'\?"):
+        trick_settings(cfg, ["batchnrom", "dropout"])
+
+
+def test_empty_tricks_through_the_command(tiny_config, tmp_path, capsys):
+    from tricklab.cli import main
+
+    for tricks in ("", " , "):
+        assert main(["ablate", str(tiny_config), "--tricks", tricks, "--out", str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tricklab: error: --tricks names no trick") and err.count("\n") == 1
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("target", [1.5, -0.1, 97.0, float("nan")])
+def test_target_must_be_an_accuracy(tmp_path, target):
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    with pytest.raises(config_.ConfigError, match=r"^--target must be a validation accuracy in \[0, 1\]"):
+        run_ablation(cfg, ["batchnorm"], seeds=1, out=tmp_path / "a", workers=1, target=target,
+                     trial_fn="tests.lab.test_sweep:planted_trial", log=lambda m: None)
+    assert not (tmp_path / "a").exists()
+
+
 def test_epochs_to_target_and_default_target():
     h = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.7}, {"epoch": 3, "val_accuracy": 0.65}]
     assert epochs_to(h, 0.6) == 2 and epochs_to(h, 0.8) is None

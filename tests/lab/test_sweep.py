@@ -110,14 +110,48 @@ def test_a_dead_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path):
     assert summary["failed"] >= 1
 
 
-def test_a_second_search_in_the_same_folder_reuses_shared_trials_only(tmp_path):
+def test_a_second_search_in_the_same_folder_is_refused_and_the_first_kept(tmp_path):
     cfg = config_.resolve({"data": {"name": "mnist1d"}})
     kw = dict(out=tmp_path / "sweep", workers=1, trial_fn=f"{__name__}:planted_trial",
               test_fn=f"{__name__}:planted_test", log=lambda m: None)
     run_sweep(cfg, grid.make_space(["optimizer.lr=0.1,0.01"]), **kw)
-    summary = run_sweep(cfg, grid.make_space(["optimizer.lr=0.01,0.001"]), **kw)
-    assert [e["params"]["optimizer.lr"] for e in summary["table"]] == [0.01, 0.001]
-    assert [e["done"] for e in summary["table"]] == [1, 1]
+    summary = (tmp_path / "sweep" / "summary.json").read_text()
+    for space, seeds in ((["optimizer.lr=0.01,0.001"], 1), (["optimizer.lr=0.1,0.01"], 2)):
+        with pytest.raises(config_.ConfigError, match=r"^--out .*sweep holds another sweep \(.*choose another --out"):
+            run_sweep(cfg, grid.make_space(space), seeds=seeds, **kw)
+    with pytest.raises(config_.ConfigError, match="holds another sweep"):
+        from tricklab.lab.ablate import run_ablation
+
+        run_ablation(cfg, ["batchnorm"], seeds=1, out=kw["out"], workers=1, trial_fn=kw["trial_fn"], log=kw["log"])
+    assert (tmp_path / "sweep" / "summary.json").read_text() == summary
     with Store(tmp_path / "sweep" / "sweep.db") as store:
-        rows = {r["params"]["optimizer.lr"]: r for r in store.rows()}
-    assert len(rows) == 3 and rows[0.01]["attempts"] == 1  # lr=0.01 ran once, for the first search
+        assert sorted(r["params"]["optimizer.lr"] for r in store.rows()) == [0.01, 0.1]
+    # the same search again is a resume, not another search
+    again = run_sweep(cfg, grid.make_space(["optimizer.lr=0.1,0.01"]), **kw)
+    assert [e["params"]["optimizer.lr"] for e in again["table"]] == [0.01, 0.1]
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_workers_must_be_positive(tmp_path, workers):
+    from tricklab.lab.ablate import run_ablation
+
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    with pytest.raises(config_.ConfigError, match=f"^--workers must be >= 1 .*got {workers}$"):
+        run_sweep(cfg, grid.make_space(["optimizer.lr=0.1,0.01"]), out=tmp_path / "s", workers=workers,
+                  trial_fn=f"{__name__}:planted_trial", log=lambda m: None)
+    with pytest.raises(config_.ConfigError, match=f"^--workers must be >= 1 .*got {workers}$"):
+        run_ablation(cfg, ["batchnorm"], out=tmp_path / "a", workers=workers, trial_fn=f"{__name__}:planted_trial",
+                     log=lambda m: None)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "a").exists()
+
+
+def test_a_run_name_that_leaves_the_folder_is_refused_before_any_folder_exists(tiny_config, tmp_path, monkeypatch,
+                                                                               capsys):
+    from tricklab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the default folder is runs/sweep-NAME-HASH under the working directory
+    for argv in (["--set", "run.name=../../x"], ["--grid", 'run.name="ok","../../x"']):
+        assert main(["sweep", str(tiny_config), *argv, "--workers", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tricklab: error: run.name") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]

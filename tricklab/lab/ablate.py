@@ -30,7 +30,7 @@ from .. import config as config_
 from ..train.checkpoint import atomic_write_bytes
 from .backends import make_backend
 from .store import Store
-from .sweep import TRIAL_FN, default_out, make_trials, run_trials
+from .sweep import TRIAL_FN, check_counts, claim_folder, default_out, make_trials, run_trials
 
 _AUG_OFF = {"augmentation.rotation": 0.0, "augmentation.stretch": 0.0, "augmentation.translation": 0.0,
             "augmentation.elastic": False, "augmentation.noise": 0.0}
@@ -55,9 +55,12 @@ def _get(cfg: dict, dotted: str):
 
 def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, tuple[dict, dict]]:
     """trick -> (keys when on, keys when off) for this configuration."""
-    unknown = [t for t in tricks if t not in TRICKS]
-    if unknown:
-        raise config_.ConfigError(f"unknown trick(s) {unknown}; known: {', '.join(TRICKS)}")
+    if not tricks:
+        raise config_.ConfigError(f"--tricks names no trick; give one or more of: {', '.join(TRICKS)}")
+    for t in tricks:
+        if t not in TRICKS:
+            raise config_.ConfigError(f"--tricks: unknown trick {t!r}{config_._suggest(t, TRICKS)} "
+                                      f"(known: {', '.join(TRICKS)})")
     if len(set(tricks)) != len(tricks):
         raise config_.ConfigError(f"a trick is listed twice in {tricks}")
     image = cfg["data"]["name"] != "mnist1d"
@@ -164,8 +167,10 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
                  target: float | None = None, on: dict | None = None, trial_fn: str = TRIAL_FN,
                  command: str = "", log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if seeds < 1:
-        raise config_.ConfigError(f"--seeds must be >= 1, got {seeds}")
+    check_counts(seeds, workers)
+    if target is not None and not 0.0 <= target <= 1.0:  # written so that NaN is refused too
+        raise config_.ConfigError(f"--target must be a validation accuracy in [0, 1] (a fraction: 0.97, not 97), "
+                                  f"got {target}")
     named = variants(cfg, tricks, on)
     names = list(named)
     points, index = distinct_points(named)
@@ -176,6 +181,7 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
     out.mkdir(parents=True, exist_ok=True)
     log(f"ablation: {len(names)} variants ({len(points)} distinct) x {seeds} seeds = {len(trials)} trials -> {out}")
     with Store(out / "sweep.db") as store:
+        claim_folder(store, "ablation", [t.id for t in trials])
         store.set_meta(kind="ablation", base_config=config_.dumps(cfg), tricks=tricks, variants=named,
                        variant_points=index, seeds=seed_list, command=command, trial_ids=[t.id for t in trials])
         run_trials(store, trials, make_backend(backend, workers, address), fn=trial_fn, score_test=True, log=log)

@@ -51,6 +51,29 @@ def make_trials(cfg: dict, points: list[dict], seeds: list[int], labels: list[st
     return out
 
 
+def check_counts(seeds: int, workers: int | None) -> None:
+    """Refuse seed and worker counts below one (``workers=None``: the machine's cores)."""
+    if seeds < 1:
+        raise config_.ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if workers is not None and workers < 1:
+        raise config_.ConfigError(f"--workers must be >= 1 (trials at once; leave it out for one per core), "
+                                  f"got {workers}")
+
+
+def claim_folder(store: Store, kind: str, trial_ids: list[str]) -> None:
+    """Refuse a store that holds another search, whose trials and summary this one would mix with its own.
+
+    A search is its kind and the ids of its trials, in order (base configuration, points and seeds);
+    the same command again has the same ones, and resumes.
+    """
+    meta = store.meta()
+    if "trial_ids" in meta and (meta.get("kind"), meta["trial_ids"]) != (kind, trial_ids):
+        raise config_.ConfigError(
+            f"--out {store.path.parent} holds another {meta.get('kind', 'search')} "
+            f"({meta.get('command') or 'started from Python'}); choose another --out for this {kind}, "
+            "or run that command again to resume it")
+
+
 def run_trials(store: Store, trials: list[Trial], backend, fn: str = TRIAL_FN, score_test: bool = False,
                log=print) -> dict:
     """Run every trial of ``trials`` that is not done yet; record each as it finishes."""
@@ -127,8 +150,7 @@ def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seed
               command: str = "", log=None) -> dict:
     """Search ``space`` around ``cfg``; select on validation; score the best on test once."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if seeds < 1:
-        raise config_.ConfigError(f"--seeds must be >= 1, got {seeds}")
+    check_counts(seeds, workers)
     points = space.points()
     seed_list = [cfg["run"]["seed"] + k for k in range(seeds)]
     trials = make_trials(cfg, points, seed_list)
@@ -136,6 +158,7 @@ def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seed
     out.mkdir(parents=True, exist_ok=True)
     log(f"sweep: {len(points)} configurations x {seeds} seeds = {len(trials)} trials -> {out}")
     with Store(out / "sweep.db") as store:
+        claim_folder(store, "sweep", [t.id for t in trials])
         store.set_meta(kind="sweep", base_config=config_.dumps(cfg), space=space.to_json(), seeds=seed_list,
                        command=command, trial_ids=[t.id for t in trials])
         counts = run_trials(store, trials, make_backend(backend, workers, address), fn=trial_fn, log=log)
