@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from tricklab import config
@@ -55,3 +57,88 @@ def test_parse_value():
     assert config.parse_value("[64, 64]") == [64, 64]
     assert config.parse_value("true") is True
     assert config.parse_value("adam") == "adam"
+
+
+FLOAT_KEYS = [f"{s}.{n}" for s, keys in config.SCHEMA.items() for n, k in keys.items()
+              if k.type is float or (isinstance(k.type, tuple) and float in k.type)]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dotted", FLOAT_KEYS)
+def test_every_float_key_refuses_nan_and_inf(dotted, value):
+    with pytest.raises(config.ConfigError, match=rf"^{dotted} must be a finite number, got {value}$"):
+        config.resolve(config.apply_overrides({}, [f"{dotted}={value}"]))
+
+
+@pytest.mark.parametrize("item", ["optimizer.lr=nan", "regularization.clip_norm=nan", "regularization.max_norm=inf"])
+def test_nan_and_inf_overrides_from_the_command_line_are_refused(tmp_path, item):
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    with pytest.raises(config.ConfigError, match=rf"^{item.split('=')[0]} must be a finite number"):
+        config.load(path, [item])
+
+
+def test_negative_seed_is_refused_naming_the_key():
+    with pytest.raises(config.ConfigError, match=r"^run.seed must be >= 0, got -1$"):
+        config.resolve({"run": {"seed": -1}})
+    assert config.resolve({"run": {"seed": 0}})["run"]["seed"] == 0
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "/tmp/x", "a/b", "a\\b", "", "x\0y"])
+def test_run_name_cannot_leave_the_runs_folder(name):
+    with pytest.raises(config.ConfigError, match=r"^run.name must be a plain folder name"):
+        config.resolve({"run": {"name": name}})
+
+
+@pytest.mark.parametrize("name", ["run", "mnist-mlp", "a.b_c 1", "..x"])
+def test_plain_run_names_are_accepted(name):
+    assert config.resolve({"run": {"name": name}})["run"]["name"] == name
+
+
+@pytest.mark.parametrize("doc,keys", [
+    ({"optimizer": {"name": "sgd", "nesterov": True}}, ["optimizer.nesterov", "optimizer.momentum"]),
+    ({"model": {"batchnorm": True}, "train": {"batch_size": 1}}, ["model.batchnorm", "train.batch_size"]),
+])
+def test_combinations_that_cannot_work_are_refused_naming_the_keys(doc, keys):
+    with pytest.raises(config.ConfigError) as err:
+        config.resolve(doc)
+    assert all(k in str(err.value) for k in keys), str(err.value)
+
+
+@pytest.mark.parametrize("doc,key,chosen", [
+    *[({"model": {"hidden": [], name: value}}, f"model.{name}", "model.hidden = []")
+      for name, value in [("batchnorm", True), ("dropout", 0.2), ("noise_std", 0.1), ("activity_l1", 1e-4),
+                          ("layer", "dropconnect")]],
+    *[({"model": {"kind": kind, "hidden": [16], name: value}}, f"model.{name}", f'model.kind = "{kind}"')
+      for kind in ("rnn", "lstm")
+      for name, value in [("batchnorm", True), ("layer", "shakeout"), ("noise_std", 0.1), ("activity_l1", 1e-4),
+                          ("input_dropout", 0.1), ("init", "orthogonal"), ("activation", "tanh")]],
+    ({"model": {"kind": "rnn", "hidden": [16], "zoneout_c": 0.2}}, "model.zoneout_c", 'model.kind = "rnn"'),
+    ({"model": {"zoneout_h": 0.2}}, "model.zoneout_h", 'model.kind = "mlp"'),
+    ({"model": {"zoneout_c": 0.2}}, "model.zoneout_c", 'model.kind = "mlp"'),
+    *[({"optimizer": {"name": name, key: value}}, f"optimizer.{key}", f'optimizer.name = "{name}"')
+      for name in ("adam", "adamw") for key, value in [("momentum", 0.9), ("nesterov", True)]],
+    *[({"optimizer": {"name": name, key: 0.5}}, f"optimizer.{key}", f'optimizer.name = "{name}"')
+      for name in ("sgd", "rmsprop") for key in ("beta1", "beta2")],
+    ({"optimizer": {"name": "rmsprop", "momentum": 0.9, "nesterov": True}}, "optimizer.nesterov",
+     'optimizer.name = "rmsprop"'),
+])
+def test_keys_that_do_not_apply_to_the_model_are_refused(doc, key, chosen):
+    with pytest.raises(config.ConfigError, match=rf"^{key} = .* does not apply with {re.escape(chosen)}"):
+        config.resolve(doc)
+
+
+@pytest.mark.parametrize("doc", [
+    {"model": {"hidden": [], "input_dropout": 0.2, "dropout_scaling": "test"}},
+    {"model": {"kind": "lstm", "hidden": [16, 16], "zoneout_h": 0.1, "zoneout_c": 0.2, "dropout": 0.3}},
+    {"model": {"kind": "rnn", "hidden": [16], "zoneout_h": 0.1}},
+    {"model": {"layer": "shakeout", "batchnorm": True, "dropout": 0.1, "noise_std": 0.1}},
+    {"optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True}},
+    {"optimizer": {"name": "rmsprop", "momentum": 0.9}},
+    {"optimizer": {"name": "adamw", "beta1": 0.8, "beta2": 0.99}},
+    {"model": {"batchnorm": True}, "train": {"batch_size": 2}},
+    {"train": {"batch_size": 1}},
+    {"model": {"dropout": 0.0, "dropout_scaling": "test"}},  # a trick switched off keeps its settings (ablations)
+])
+def test_keys_that_apply_are_accepted(doc):
+    config.resolve(doc)

@@ -20,7 +20,7 @@ SMALL = {"run": {"seed": 3}, "data": {"name": "mnist1d", "train_subset": 1000},
          "train": {"epochs": 3, "batch_size": 50}}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")))
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.toml")))
 def test_shipped_configs_are_valid(path):
     cfg = config.load(path)
     assert cfg["train"]["epochs"] >= 1
@@ -185,7 +185,8 @@ def test_recurrent_models_with_zoneout_from_the_config(tmp_path, kind):
     from tricklab import nn
     from tricklab.check import gradcheck
 
-    doc = {**SMALL, "model": {"kind": kind, "hidden": [16], "zoneout_h": 0.1, "zoneout_c": 0.3, "dropout": 0.1},
+    cell = {"zoneout_c": 0.3} if kind == "lstm" else {}  # an RNN has no cell state
+    doc = {**SMALL, "model": {"kind": kind, "hidden": [16], "zoneout_h": 0.1, **cell, "dropout": 0.1},
            "augmentation": {}, "early_stopping": {"enabled": False}, "train": {"epochs": 1, "batch_size": 100}}
     cfg = config.resolve(doc)
     exp = build(cfg)
@@ -195,3 +196,54 @@ def test_recurrent_models_with_zoneout_from_the_config(tmp_path, kind):
     metrics = train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
     assert np.isfinite(metrics["val_loss"])
     assert evaluate_run(tmp_path / "run")["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+@pytest.mark.parametrize("doc", [
+    {"model": {"hidden": [32, 16], "batchnorm": True}},
+    {"model": {"hidden": []}},
+    {"model": {"hidden": [24], "layer": "dropconnect"}, "data": {"name": "mnist"}},
+    {"model": {"hidden": [24], "layer": "shakeout"}},
+    {"model": {"hidden": [24], "layer": "whiteout"}},
+    {"model": {"kind": "rnn", "hidden": [12, 12]}, "data": {"name": "mnist"}},
+    {"model": {"kind": "lstm", "hidden": [12, 12, 12]}},
+])
+def test_parameter_count_estimate_equals_the_built_model(doc):
+    from tricklab.experiment import N_CLASSES, N_FEATURES, build_model, count_parameters
+
+    cfg = config.resolve(doc)
+    n_in = N_FEATURES[cfg["data"]["name"]]
+    model = build_model(cfg, n_in, N_CLASSES, np.random.SeedSequence(0))
+    assert count_parameters(cfg, n_in, N_CLASSES) == sum(p.data.size for p in model.parameters())
+
+
+@pytest.mark.parametrize("optimizer,copies", [({"name": "sgd"}, 2), ({"name": "sgd", "momentum": 0.9}, 3),
+                                              ({"name": "rmsprop"}, 3), ({"name": "rmsprop", "momentum": 0.9}, 4),
+                                              ({"name": "adam"}, 4), ({"name": "adamw"}, 4)])
+def test_training_memory_counts_weights_gradients_and_optimizer_state(optimizer, copies):
+    from tricklab.experiment import N_CLASSES, count_parameters, training_bytes
+
+    for dtype, size in (("float32", 4), ("float64", 8)):
+        cfg = config.resolve({"model": {"hidden": [64]}, "optimizer": optimizer, "train": {"dtype": dtype}})
+        assert training_bytes(cfg) == copies * size * count_parameters(cfg, 40, N_CLASSES)
+    kept = config.resolve({"model": {"hidden": [64]}, "optimizer": optimizer, "early_stopping": {"enabled": True}})
+    assert training_bytes(kept) == (copies + 1) * 4 * count_parameters(kept, 40, N_CLASSES)  # the best weights
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(tmp_path):
+    cfg = config.resolve({"model": {"hidden": [1_000_000, 1_000_000]}})  # 1e12 weights: 16 TB with Adam
+    with pytest.raises(config.ConfigError, match=r"^model.hidden = \[1000000, 1000000\] needs about 14[0-9]{3}\.[0-9] GiB "
+                                                 r".*train.dtype = \"float32\".* GiB of memory"):
+        build(cfg)
+    with pytest.raises(config.ConfigError, match="GiB"):
+        train_run(cfg, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_subset_larger_than_the_data_set_is_refused_naming_its_size():
+    from tricklab.data import load_mnist1d
+
+    n = len(load_mnist1d("train")[1])
+    with pytest.raises(config.ConfigError, match=rf"^data.train_subset = {n + 1} is larger than the {n} training "
+                                                 r"examples of mnist1d"):
+        build(config.resolve({"data": {"train_subset": n + 1}}))
+    assert len(build(config.resolve({"data": {"train_subset": n}, "model": {"hidden": [8]}})).data.train[1]) > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,8 @@ INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaimi
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
-        "seed": Key(int, 0, help="seeds every random generator of the run"),
-        "name": Key(str, "run"),
+        "seed": Key(int, 0, low=0, help="seeds every random generator of the run"),
+        "name": Key(str, "run", help="folder name of the run (one component, no path)"),
     },
     "data": {
         "name": Key(str, "mnist1d", choices=("mnist", "fashion", "mnist1d")),
@@ -136,14 +137,24 @@ def _suggest(name: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _type_name(expected) -> str:
+    names = [t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)) if t is not type(None)]
+    return " or ".join(names)
+
+
 def _check_value(path: str, key: Key, value):
     expected = key.type
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    numeric = expected if isinstance(expected, type) else next(t for t in expected if t is not type(None))
+    if numeric is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if expected is int and isinstance(value, float) and value.is_integer():
+    if numeric is int and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{path} must be of type {expected.__name__}, got {type(value).__name__} {value!r}")
+    if numeric in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{path} must be of type {_type_name(expected)}, got {type(value).__name__} {value!r}")
+    if value is None:
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, got {value!r}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{path} must be one of {list(key.choices)}, got {value!r}{_suggest(str(value), key.choices)}")
     if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
@@ -153,7 +164,15 @@ def _check_value(path: str, key: Key, value):
     if path == "model.hidden":
         if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
             raise ConfigError(f"model.hidden must be a list of positive integers, got {value!r}")
+    if path == "run.name":
+        _check_run_name(value)
     return value
+
+
+def _check_run_name(name: str) -> None:
+    """The name becomes a folder under the runs folder: one path component, never a way out of it."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"run.name must be a plain folder name (no '/', '\\', '..' or empty name), got {name!r}")
 
 
 def resolve(doc: dict) -> dict:
@@ -171,7 +190,55 @@ def resolve(doc: dict) -> dict:
                 known = list(SCHEMA[section]) + [f"{s}.{n}" for s in SCHEMA for n in SCHEMA[s]]
                 raise ConfigError(f"unknown key {section}.{name}{_suggest(name, known)}")
             out[section][name] = _check_value(f"{section}.{name}", SCHEMA[section][name], value)
+    check_combinations(out)
     return out
+
+
+def _get(cfg: dict, dotted: str):
+    section, name = dotted.split(".")
+    return cfg[section][name]
+
+
+def _is_set(cfg: dict, dotted: str) -> bool:
+    """A key is set when it differs from its default."""
+    section, name = dotted.split(".")
+    return cfg[section][name] != SCHEMA[section][name].default
+
+
+def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]]]:
+    """(whether the choice holds, the choice, why, the keys that then would have no effect)."""
+    m, o = cfg["model"], cfg["optimizer"]
+    kind, opt = m["kind"], o["name"]
+    per_hidden = ("model.batchnorm", "model.dropout", "model.noise_std", "model.activity_l1", "model.layer")
+    return [
+        (kind == "mlp" and not m["hidden"], "model.hidden = []", "there is no hidden layer", per_hidden),
+        (kind != "mlp", f'model.kind = "{kind}"', "the recurrent cells and their read-out take only zoneout "
+         "and dropout on the last hidden state", ("model.batchnorm", "model.layer", "model.noise_std",
+                                                  "model.activity_l1", "model.input_dropout", "model.init",
+                                                  "model.activation")),
+        (kind == "rnn", 'model.kind = "rnn"', "an RNN has no cell state", ("model.zoneout_c",)),
+        (kind == "mlp", 'model.kind = "mlp"', "zoneout is for recurrent nets", ("model.zoneout_h", "model.zoneout_c")),
+        (opt in ("adam", "adamw"), f'optimizer.name = "{opt}"', "Adam's momentum is optimizer.beta1",
+         ("optimizer.momentum", "optimizer.nesterov")),
+        (opt in ("sgd", "rmsprop"), f'optimizer.name = "{opt}"', "betas are Adam's", ("optimizer.beta1", "optimizer.beta2")),
+        (opt == "rmsprop", 'optimizer.name = "rmsprop"', "Nesterov momentum is SGD's", ("optimizer.nesterov",)),
+    ]
+
+
+def check_combinations(cfg: dict) -> None:
+    """Refuse keys that would have no effect on the chosen model and settings that cannot work together."""
+    for holds, choice, why, keys in _inapplicable_rules(cfg):
+        for dotted in keys:
+            if holds and _is_set(cfg, dotted):
+                raise ConfigError(f"{dotted} = {_toml_literal(_get(cfg, dotted))} does not apply with {choice} "
+                                  f"({why}); remove it")
+    o, m = cfg["optimizer"], cfg["model"]
+    if o["name"] == "sgd" and o["nesterov"] and o["momentum"] == 0:
+        raise ConfigError("optimizer.nesterov = true needs optimizer.momentum > 0 (Nesterov's look-ahead is "
+                          "along the momentum), got optimizer.momentum = 0.0")
+    if m["kind"] == "mlp" and m["hidden"] and m["batchnorm"] and cfg["train"]["batch_size"] == 1:
+        raise ConfigError("model.batchnorm = true needs train.batch_size >= 2 (the statistics of a batch of "
+                          "one example normalize every unit to 0), got train.batch_size = 1")
 
 
 def load(path: str | Path, overrides: list[str] | tuple = ()) -> dict:

@@ -60,6 +60,9 @@ def load_raw(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...] | None]:
 def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
     (X, y), test, image_shape = load_raw(cfg)
     subset = cfg["data"]["train_subset"]
+    if subset > len(X):
+        raise config_.ConfigError(f"data.train_subset = {subset} is larger than the {len(X)} training examples of "
+                                  f"{cfg['data']['name']}; use at most {len(X)} (or 0: all)")
     if subset:
         X, y = X[:subset], y[:subset]
     Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
@@ -95,13 +98,18 @@ def _hidden_layer(m: dict, n_in: int, n_out: int, rng: np.random.Generator) -> n
 N_FEATURES = {"mnist": 784, "fashion": 784, "mnist1d": 40}
 
 
+def time_steps(n_in: int) -> int:
+    """A recurrent net reads an image row by row (28 steps), an MNIST-1D sequence value by value."""
+    return 28 if n_in == 784 else n_in
+
+
 def build_recurrent(cfg: dict, n_in: int, n_out: int, gens) -> nn.Sequential:
     """Each input read as a sequence (28 image rows of 28 pixels, or MNIST-1D's 40 steps of 1 value),
     a stacked RNN/LSTM with zoneout, [dropout] on the last hidden state, a Linear read-out."""
     m = cfg["model"]
     if len(set(m["hidden"])) != 1:
         raise config_.ConfigError(f"model.hidden must list one width per stacked recurrent layer, all equal; got {m['hidden']}")
-    steps = 28 if n_in == 784 else n_in
+    steps = time_steps(n_in)
     size, layers = m["hidden"][0], len(m["hidden"])
     if m["kind"] == "lstm":
         rnn = nn.LSTM(n_in // steps, size, layers, zoneout_h=m["zoneout_h"], zoneout_c=m["zoneout_c"], rng=next(gens))
@@ -141,6 +149,58 @@ def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence)
                             rng=next(gens)))
     model = nn.Sequential(*layers)
     return model.to(np.dtype(cfg["train"]["dtype"]))
+
+
+def count_parameters(cfg: dict, n_in: int, n_out: int) -> int:
+    """The number of trainable values :func:`build_model` creates, from the widths alone::
+
+        MLP, widths w_0 = n_in, w_1..w_L = hidden, w_{L+1} = n_out:
+            sum_l (w_l w_{l+1} + w_{l+1})  +  2 sum_{l=1..L} w_l  with batch norm
+        RNN (g = 1) / LSTM (g = 4) gates, layer inputs i_l, widths h_l:
+            sum_l g h_l (i_l + h_l + 2)  +  h_L n_out + n_out
+    """
+    m = cfg["model"]
+    hidden = m["hidden"]
+    if m["kind"] != "mlp":
+        gates = 4 if m["kind"] == "lstm" else 1
+        inputs = [n_in // time_steps(n_in), *hidden[:-1]]
+        return sum(gates * h * (i + h + 2) for i, h in zip(inputs, hidden)) + hidden[-1] * n_out + n_out
+    widths = [n_in, *hidden, n_out]
+    affine = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return affine + (2 * sum(hidden) if m["batchnorm"] else 0)
+
+
+def optimizer_state_copies(cfg: dict) -> int:
+    """Arrays of a parameter's size that the optimizer keeps per parameter (moments, momentum buffers)."""
+    o = cfg["optimizer"]
+    if o["name"] in ("adam", "adamw"):
+        return 2
+    return int(o["momentum"] > 0) + (o["name"] == "rmsprop")
+
+
+def training_bytes(cfg: dict) -> int:
+    """Bytes of the arrays that training holds per parameter: weights, gradients, optimizer state,
+    and the best weights kept for early stopping's restore; activations and data not counted."""
+    e = cfg["early_stopping"]
+    copies = 2 + optimizer_state_copies(cfg) + int(e["enabled"] and e["restore_best"])
+    n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES)
+    return copies * n * np.dtype(cfg["train"]["dtype"]).itemsize
+
+
+def physical_memory() -> int:
+    """Bytes of memory of this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits_in_memory(cfg: dict) -> None:
+    """Refuse a model whose training arrays alone would exceed the machine's memory, before allocating them."""
+    need, have = training_bytes(cfg), physical_memory()
+    if need > have:
+        n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES)
+        raise config_.ConfigError(
+            f"model.hidden = {cfg['model']['hidden']} needs about {need / 2**30:.1f} GiB for its {n:,} parameters "
+            f"(weights, gradients and {cfg['optimizer']['name']} state in train.dtype = \"{cfg['train']['dtype']}\"), "
+            f"more than the {have / 2**30:.1f} GiB of memory of this machine; choose smaller widths")
 
 
 def parameter_groups(cfg: dict, model: nn.Module) -> list[dict]:
@@ -249,6 +309,8 @@ class Experiment:
 
 
 def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, log=None) -> Experiment:
+    """Data, model, optimizer and trainer of a configuration; nothing is written to ``run_dir`` yet."""
+    check_fits_in_memory(cfg)
     seeds = np.random.SeedSequence(cfg["run"]["seed"])
     s_split, s_model, s_loader = seeds.spawn(3)
     data = prepare_data(cfg, s_split)
@@ -328,10 +390,10 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
     if has_ckpt and not resume:
         raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
                               "or choose another --out folder")
+    start = time.perf_counter()
+    exp = build(cfg, run_dir=run_dir, progress=progress, log=log)  # every check before the folder is touched
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
-    start = time.perf_counter()
-    exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
     if resume and exp.trainer.resume():
         _check_resumed(exp)
     exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
