@@ -325,3 +325,52 @@ def test_scalar_vector_and_matrix_parameters_match_torch(name, kwargs, dtype, ke
     for p in ours:
         assert all(isinstance(v, np.ndarray) and v.shape == p.shape
                    for v in opt.state[p].values() if not isinstance(v, int))
+
+
+def rmsprop_decoupled_reference(w, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    """torch's RMSprop algorithm in float64, with the decay applied to w before the update."""
+    w = w.astype(np.float64)
+    v, ga, b = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for g in grads:
+        g = -g.astype(np.float64) if maximize else g.astype(np.float64)
+        w = w * (1 - lr * weight_decay)
+        v = alpha * v + (1 - alpha) * g * g
+        ga = alpha * ga + (1 - alpha) * g
+        avg = np.sqrt(v - ga * ga if centered else v) + eps
+        b = momentum * b + g / avg
+        w = w - lr * (b if momentum > 0 else g / avg)
+    return w
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.01, weight_decay=0.1),
+    dict(lr=0.05, alpha=0.9, eps=1e-6, weight_decay=0.3, momentum=0.9),
+    dict(lr=0.02, weight_decay=0.2, centered=True, momentum=0.5, maximize=True),
+], ids=str)
+def test_rmsprop_decoupled_weight_decay(kwargs, dtype):
+    """w <- (1 - lr wd) w, then the RMSprop step: against the equations and against torch's
+    RMSprop without decay after torch's decoupled decay (torch's RMSprop has no such flag)."""
+    full = dict(dict(alpha=0.99, eps=1e-8, momentum=0.0, centered=False, maximize=False), **kwargs)
+    ours, theirs = make_params(dtype)
+    opt = optim.RMSprop(ours, **kwargs, decoupled_weight_decay=True)
+    ref = torch.optim.RMSprop(theirs, **dict(kwargs, weight_decay=0.0))
+    steps = gradients(dtype, steps=8)
+    for grads in steps:
+        feed(ours, theirs, grads)
+        opt.step()
+        with torch.no_grad():
+            for q in theirs:
+                q.mul_(1 - kwargs["lr"] * kwargs["weight_decay"])
+        ref.step()
+    assert_same(ours, theirs, dtype)
+    first, _ = make_params(np.float64)
+    for i, (p, w0) in enumerate(zip(ours, (q.data for q in first))):
+        expected = rmsprop_decoupled_reference(w0, [g[i] for g in steps], **full)
+        np.testing.assert_allclose(p.data, expected, **TOL[dtype])
+    coupled, _ = make_params(dtype)
+    l2 = optim.RMSprop(coupled, **kwargs)
+    for grads in steps:
+        set_grads(coupled, grads)
+        l2.step()
+    assert not np.allclose(coupled[0].data, ours[0].data, **TOL[dtype]), "the default stays L2"

@@ -310,17 +310,24 @@ class AdamW(Adam):
 class RMSprop(Optimizer):
     """RMSprop (Hinton's lecture 6.5), exactly ``torch.optim.RMSprop`` (same defaults)::
 
-        g <- g + weight_decay * w
+        g <- g + weight_decay * w             (L2, the default: the decay is rescaled too)
         u <- scale_by_rms(g)                  (optionally centered, see transforms.scale_by_rms)
         b <- momentum * b + u;  u <- b        (only if momentum > 0; b starts at 0)
-        w <- w - lr * u
+        w <- w - lr * u                       (L2)
+        w <- w - lr * (u + weight_decay * w)  (decoupled_weight_decay=True)
+
+    The decoupled form is ``w <- (1 - lr * weight_decay) * w - lr * u``: the decay bypasses the
+    RMS scaling and the momentum, as in AdamW (Loshchilov & Hutter 2019). Torch's RMSprop has no
+    such flag (torch 2.13); this equals torch's decoupled convention, ``w.mul_(1 - lr *
+    weight_decay)`` before an undecayed ``torch.optim.RMSprop`` step, up to rounding.
     """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False):
+                 maximize: bool = False, decoupled_weight_decay: bool = False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, maximize=maximize))
+                                      momentum=momentum, centered=centered, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def validate(self, g):
         _require("RMSprop", "lr", g["lr"], g["lr"] >= 0, ">= 0")
@@ -331,10 +338,13 @@ class RMSprop(Optimizer):
 
     def transform(self, g):
         # trace's first step copies u, which equals torch's zero-initialised buffer: mu*0 + u == u.
+        decay = T.add_decayed_weights(g["weight_decay"])
+        decoupled = g["decoupled_weight_decay"]
         return T.chain(
             T.scale(-1.0) if g["maximize"] else None,
-            T.add_decayed_weights(g["weight_decay"]),
+            None if decoupled else decay,
             T.scale_by_rms(g["alpha"], g["eps"], g["centered"]),
             T.trace(g["momentum"]) if g["momentum"] > 0 else None,
+            decay if decoupled else None,
             T.scale_by_learning_rate(g["lr"]),
         )
