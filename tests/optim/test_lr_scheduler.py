@@ -82,6 +82,72 @@ def test_chained_schedulers_equal_torch():
     assert ours == theirs
 
 
+SEQUENTIAL = [  # (name, kwargs) of each scheduler, milestones; torch's twin has the same names
+    ([("LinearLR", dict(start_factor=0.1, total_iters=4)), ("ExponentialLR", dict(gamma=0.9))], [4]),
+    ([("LinearLR", dict(start_factor=0.25, end_factor=0.25, total_iters=6)),  # a constant warmup
+      ("StepLR", dict(step_size=3, gamma=0.5))], [5]),
+    ([("LinearLR", dict(start_factor=0.2, total_iters=3)),
+      ("CosineAnnealingLR", dict(T_max=10, eta_min=1e-3))], [3]),
+    ([("ExponentialLR", dict(gamma=0.7)), ("LinearLR", dict(start_factor=0.5, total_iters=4)),
+      ("CosineAnnealingLR", dict(T_max=6, eta_min=3e-3))], [2, 9]),
+    ([("StepLR", dict(step_size=2, gamma=0.3)), ("StepLR", dict(step_size=4, gamma=0.6))], [7]),
+]
+
+
+def sequential(module, opt, parts, milestones):
+    return module.SequentialLR(opt, [getattr(module, name)(opt, **kw) for name, kw in parts], milestones)
+
+
+@pytest.mark.parametrize("parts, milestones", SEQUENTIAL,
+                         ids=[str(m) + "-" + "+".join(n for n, _ in p) for p, m in SEQUENTIAL])
+def test_sequential_equals_torch(parts, milestones):
+    """Each scheduler in turn; at a milestone the next one starts at its own step 0 from the initial lrs."""
+    o, t = ours_opt(), torch_opt()
+    ours = lr_sequence(o, [sequential(sched, o, parts, milestones)], steps=24)
+    theirs = lr_sequence(t, [sequential(torch_sched, t, parts, milestones)], steps=24)
+    assert ours == theirs
+
+
+def test_sequential_restarts_the_next_scheduler_from_the_initial_lr():
+    o = ours_opt()
+    parts = [("ExponentialLR", dict(gamma=0.5)), ("LinearLR", dict(start_factor=0.1, total_iters=2))]
+    lrs = [lr for lr, _ in lr_sequence(o, [sequential(sched, o, parts, [3])], steps=6)]
+    warm = [0.1 * 0.1, 0.1 * 0.1 * (1 + 0.9 / 0.2), 0.1 * 0.1 * (1 + 0.9 / 0.2) * (1 + 0.9 / 1.1)]
+    assert lrs == [0.1, 0.05, 0.025, *warm, warm[-1]]
+
+
+@pytest.mark.parametrize("cut", [2, 4, 5, 12])
+def test_sequential_state_dict_resumes_through_json(cut):
+    parts, milestones = SEQUENTIAL[3]
+    o = ours_opt()
+    straight = lr_sequence(o, [sequential(sched, o, parts, milestones)], steps=20)
+    o1 = ours_opt()
+    s1 = sequential(sched, o1, parts, milestones)
+    head = lr_sequence(o1, [s1], steps=cut)
+    opt_state, sched_state = json.dumps(o1.state_dict(), default=np.ndarray.tolist), json.dumps(s1.state_dict())
+    o2 = ours_opt()
+    s2 = sequential(sched, o2, parts, milestones)
+    o2.load_state_dict(json.loads(opt_state))
+    s2.load_state_dict(json.loads(sched_state))
+    assert head + lr_sequence(o2, [s2], steps=20 - cut)[1:] == straight
+
+
+def test_sequential_bad_arguments_raise():
+    o, other = ours_opt(), ours_opt()
+    with pytest.raises(ValueError, match="one milestone fewer than schedulers: got 2 schedulers and 2 milestones"):
+        sched.SequentialLR(o, [sched.StepLR(o, 2), sched.ExponentialLR(o, 0.9)], [3, 5])
+    with pytest.raises(ValueError, match="at least one scheduler"):
+        sched.SequentialLR(o, [], [])
+    with pytest.raises(ValueError, match=r"schedulers\[1\] drives another optimizer"):
+        sched.SequentialLR(o, [sched.StepLR(o, 2), sched.ExponentialLR(other, 0.9)], [3])
+    with pytest.raises(TypeError, match=r"schedulers\[0\] must be an LRScheduler.*ReduceLROnPlateau"):
+        sched.SequentialLR(o, [sched.ReduceLROnPlateau(o), sched.ExponentialLR(o, 0.9)], [3])
+    with pytest.raises(ValueError, match=r"milestones must be increasing ints >= 1, got \[4, 4\]"):
+        sched.SequentialLR(o, [sched.StepLR(o, 2), sched.StepLR(o, 3), sched.StepLR(o, 4)], [4, 4])
+    with pytest.raises(ValueError, match=r"milestones must be increasing ints >= 1, got \[0\]"):
+        sched.SequentialLR(o, [sched.StepLR(o, 2), sched.StepLR(o, 3)], [0])
+
+
 METRICS = [1.0, 0.9, 0.9, 0.95, 0.9, 0.91, 0.92, 0.8, 0.8, 0.80001, 0.85, 0.9, 0.7, 0.7, 0.7, 0.7,
            0.71, 0.69999, 0.6, 0.65, 0.66, 0.67, 0.68, 0.69, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
 PLATEAU = [

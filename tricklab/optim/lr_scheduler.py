@@ -7,13 +7,19 @@ does step 0: it records ``group['initial_lr']`` (``base_lrs``) and sets the lr f
 StepLR, ExponentialLR, CosineAnnealingLR and LinearLR compute each lr from the previous one
 (torch's "chainable" form), not from their closed form. That makes their floats equal torch's bit
 for bit (the closed form differs in the last digits), and several schedulers can drive the same
-optimizer together. Each docstring gives the closed form, which holds up to rounding.
+optimizer together. Each docstring gives the closed form, which holds up to rounding; torch's
+closed form itself (``closed_form_lr``) is what :class:`SequentialLR` uses to restart a scheduler.
+
+Two ways to combine schedulers: chain them (step all of them, each multiplies the lr the others
+left, e.g. warmup and decay at once; the Trainer takes a list), or hand over from one to the next
+at given steps with :class:`SequentialLR`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from bisect import bisect_right
 from typing import Any
 
 from .optimizer import Optimizer, _require
@@ -27,7 +33,8 @@ class LRScheduler:
     """Base class: ``step()``, ``get_last_lr()``, ``state_dict()`` / ``load_state_dict()``.
 
     Subclasses implement ``get_lr()``: the lr of every group at step ``self.last_epoch``, computed
-    from the groups' current lr and/or ``self.base_lrs``.
+    from the groups' current lr and/or ``self.base_lrs``; those whose ``get_lr`` is chainable also
+    implement ``closed_form_lr()``, the same from ``self.base_lrs`` alone.
     """
 
     def __init__(self, optimizer: Optimizer):
@@ -44,14 +51,26 @@ class LRScheduler:
     def get_lr(self) -> list[float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def closed_form_lr(self) -> list[float]:
+        """The lr of every group at step ``self.last_epoch`` from ``self.base_lrs`` alone."""
+        return self.get_lr()
+
     def _current_lrs(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def step(self) -> None:
-        self.last_epoch += 1
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+    def _set_lrs(self, lrs: list[float]) -> None:
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self._last_lr = self._current_lrs()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._set_lrs(self.get_lr())
+
+    def restart(self) -> None:
+        """Go back to step 0, its lrs computed from the initial ones (torch's ``step(epoch=0)``)."""
+        self.last_epoch = 0
+        self._set_lrs(self.closed_form_lr())
 
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
@@ -81,6 +100,9 @@ class StepLR(LRScheduler):
             return lrs
         return [lr * self.gamma for lr in lrs]
 
+    def closed_form_lr(self):
+        return [base_lr * self.gamma ** (self.last_epoch // self.step_size) for base_lr in self.base_lrs]
+
 
 class ExponentialLR(LRScheduler):
     """Decay by ``gamma`` every step: ``eta_t = eta_0 * gamma ** t``."""
@@ -93,6 +115,9 @@ class ExponentialLR(LRScheduler):
     def get_lr(self):
         lrs = self._current_lrs()
         return lrs if self.last_epoch == 0 else [lr * self.gamma for lr in lrs]
+
+    def closed_form_lr(self):
+        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
 
 
 class InverseTimeLR(LRScheduler):
@@ -145,6 +170,10 @@ class CosineAnnealingLR(LRScheduler):
         ratio = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
         return [ratio * (lr - eta_min) + eta_min for lr in lrs]
 
+    def closed_form_lr(self):
+        cosine = 1 + math.cos(math.pi * self.last_epoch / self.T_max)
+        return [self.eta_min + (base_lr - self.eta_min) * cosine / 2 for base_lr in self.base_lrs]
+
 
 class LinearLR(LRScheduler):
     """Scale the lr by a factor that moves linearly from ``start_factor`` to ``end_factor`` over
@@ -172,6 +201,11 @@ class LinearLR(LRScheduler):
         step = 1.0 + (end - start) / (self.total_iters * start + (t - 1) * (end - start))
         return [lr * step for lr in lrs]
 
+    def closed_form_lr(self):
+        t, start, end = self.last_epoch, self.start_factor, self.end_factor
+        return [base_lr * (start + (end - start) * min(self.total_iters, t) / self.total_iters)
+                for base_lr in self.base_lrs]
+
 
 class LinearWarmup(LinearLR):
     """Linear warmup: the lr climbs from ``start_factor * eta_0`` to ``eta_0`` over ``warmup_steps``
@@ -186,6 +220,77 @@ class LinearWarmup(LinearLR):
         _require("LinearWarmup", "warmup_steps", warmup_steps, _is_int(warmup_steps, 1),
                  "an int >= 1")
         super().__init__(optimizer, start_factor, 1.0, warmup_steps)
+
+
+class SequentialLR(LRScheduler):
+    """Hand the optimizer from one scheduler to the next at the milestones (torch's ``SequentialLR``).
+
+    ``schedulers[i]`` sets the lr for the steps ``milestones[i-1] <= t < milestones[i]``. At a
+    milestone the next scheduler restarts at its own step 0 from the initial lrs (torch steps it
+    with ``epoch=0``, in closed form), whatever lr the previous one left::
+
+        SequentialLR(opt, [LinearWarmup(opt, 5), CosineAnnealingLR(opt, 95)], milestones=[5])
+
+    Construct the schedulers on ``optimizer`` first, then this; step only this one. On
+    construction the lrs go back to the initial ones and ``schedulers[0]`` does step 0 again
+    (the others' constructor steps are undone). ``state_dict`` holds the schedulers' states.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int]):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"SequentialLR needs an Optimizer, got {type(optimizer).__name__}")
+        schedulers, milestones = list(schedulers), list(milestones)
+        _check_sequence(optimizer, schedulers, milestones)
+        self.optimizer, self.schedulers, self.milestones = optimizer, schedulers, milestones
+        self.last_epoch = 0
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        for scheduler in schedulers:
+            scheduler.last_epoch -= 1
+        schedulers[0].step()
+        self._last_lr = schedulers[0].get_last_lr()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        i = bisect_right(self.milestones, self.last_epoch)
+        scheduler = self.schedulers[i]
+        if i > 0 and self.milestones[i - 1] == self.last_epoch:
+            scheduler.restart()
+        else:
+            scheduler.step()
+        self._last_lr = scheduler.get_last_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: (list(v) if isinstance(v, list) else v)
+                 for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
+        state["schedulers"] = [s.state_dict() for s in self.schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        nested = state.pop("schedulers")
+        if len(nested) != len(self.schedulers):
+            raise ValueError(f"SequentialLR state has {len(nested)} schedulers, this one {len(self.schedulers)}")
+        super().load_state_dict(state)
+        for scheduler, s in zip(self.schedulers, nested):
+            scheduler.load_state_dict(s)
+
+
+def _check_sequence(optimizer: Optimizer, schedulers: list, milestones: list) -> None:
+    """SequentialLR's arguments: schedulers of ``optimizer``, one milestone between each two."""
+    if not schedulers:
+        raise ValueError("SequentialLR needs at least one scheduler, got none")
+    for i, s in enumerate(schedulers):
+        if not isinstance(s, LRScheduler) or isinstance(s, SequentialLR):
+            raise TypeError(f"SequentialLR: schedulers[{i}] must be an LRScheduler other than "
+                            f"SequentialLR, got {type(s).__name__}")
+        if s.optimizer is not optimizer:
+            raise ValueError(f"SequentialLR: schedulers[{i}] drives another optimizer")
+    if len(milestones) != len(schedulers) - 1:
+        raise ValueError(f"SequentialLR needs one milestone fewer than schedulers: got "
+                         f"{len(schedulers)} schedulers and {len(milestones)} milestones")
+    ok = all(_is_int(m, 1) for m in milestones) and all(a < b for a, b in zip(milestones, milestones[1:]))
+    _require("SequentialLR", "milestones", milestones, ok, "increasing ints >= 1")
 
 
 class ReduceLROnPlateau:
