@@ -47,6 +47,25 @@ def test_constant_features_are_only_centred():
     assert np.isfinite(out).all() and out[0, 1, 1] == 7.0
 
 
+def test_constant_test_is_relative_to_the_magnitude():
+    """Constant 1e100 and constant 0 standardize to exact zeros; values 1e-8 apart around 0 are a
+    real feature (std 8e-9) and get unit variance; a feature that varies only by rounding (one
+    ulp of 1e100) counts as constant, with scikit-learn's bound."""
+    n = 30
+    tiny = np.tile([-1e-8, 0.0, 1e-8], n // 3)
+    one_ulp = np.tile([1e100, np.nextafter(1e100, np.inf)], n // 2)
+    X = np.stack([np.full(n, 1e100), np.zeros(n), tiny, one_ulp, np.full(n, -3e-200)], axis=1)
+    s = Standardizer(dtype=np.float64).fit(X)
+    Z = s.transform(X)
+    np.testing.assert_array_equal(Z[:, [0, 1, 4]], 0.0)
+    np.testing.assert_array_equal(s.std[[0, 1, 3, 4]], 1.0)
+    rounding = n * np.finfo(np.float64).eps * np.abs(tiny).max() / tiny.std()  # a sum of n values, over sigma
+    np.testing.assert_allclose(Z[:, 2], (tiny - tiny.mean()) / tiny.std(), rtol=0, atol=rounding)
+    assert Z[:, 2].std() == pytest.approx(1.0, rel=1e-12)
+    assert s.mean[0] == 1e100 and s.mean[4] == -3e-200
+    np.testing.assert_array_equal(Standardizer(per_feature=False).fit_transform(np.full((10, 4), 1e100)), 0.0)
+
+
 def test_state_dict_round_trip(train_test):
     train, test = train_test
     a = Standardizer().fit(train)
