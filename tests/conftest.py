@@ -1,10 +1,18 @@
-"""Shared fixtures: a seeded generator and the MNIST files beside the checkout."""
+"""Shared fixtures: a seeded generator and the MNIST files beside the checkout; hypothesis profiles."""
 
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI draws the same examples on every run (no example database, no random seed): a red build is
+# then reproducible from the log. Elsewhere ("dev") hypothesis explores new draws and replays the
+# failures it keeps in .hypothesis/. HYPOTHESIS_PROFILE picks one explicitly.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture
