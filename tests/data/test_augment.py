@@ -71,6 +71,25 @@ def test_rotate_90_is_rot90_and_rotation_inverts():
     assert np.abs(twice[inner] - images[inner]).max() > 0.15
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [(28, 28), (9, 9), (6, 9)])
+def test_quarter_turns_are_rot90_pixel_for_pixel(size, dtype):
+    """Border pixels included: the sampling points of a quarter turn are whole pixels up to the
+    rounding of cos and sin, and none may fall outside the grid (and get the fill value)."""
+    images = np.random.default_rng(4).random((3, *size)).astype(dtype)
+    turns = [(180, 2), (-180, 2), (540, 2), (-540, 2), (0, 0), (360, 0), (720, 0)]
+    if size[0] == size[1]:
+        turns += [(90, 1), (270, 3), (-90, 3), (450, 1), (-270, 1), (3690, 1)]
+    for degrees, k in turns:
+        out = rotate(images, degrees)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, np.rot90(images, k, axes=(1, 2)), err_msg=f"{degrees} degrees")
+    if size[0] == size[1]:
+        mixed = rotate(images, np.array([90.0, 180.0, 270.0]))
+        for img, got, k in zip(images, mixed, (1, 2, 3)):
+            np.testing.assert_array_equal(got, np.rot90(img, k))
+
+
 def test_integer_translation_is_roll_on_interior(batch):
     out = translate(batch, np.array([[2, -3]] * 6))
     rolled = np.roll(batch, (2, -3), axis=(1, 2))
