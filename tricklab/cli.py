@@ -5,20 +5,30 @@
     tricklab evaluate DIR
     tricklab demo [--data mnist1d|mnist] [--epochs N]
     tricklab data fetch [mnist|fashion ...] [--root DIR]
+    tricklab --version;  tricklab --debug COMMAND ...   (or TRICKLAB_DEBUG=1: tracebacks)
+
+Expected failures (a bad file, key or argument; a full disk; no network) end with one line
+``tricklab: error: ...`` and exit status 2; a traceback only with ``--debug`` or ``TRICKLAB_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from . import config as config_
+from .errors import TricklabError
 from .train.checkpoint import CheckpointError
 from .train.trainer import NonFiniteError
 
 EXTENSIONS = ("tricklab.lab.cli",)  # modules with register(subparsers): sweep, ablate, reproduce, report
+# What a user can cause and fix; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (TricklabError, config_.ConfigError, CheckpointError, NonFiniteError, OSError)
 
 
 def _default_out(cfg: dict) -> Path:
@@ -64,14 +74,32 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data.__main__ import main as data_main
+    from .data.__main__ import fetch
 
-    return data_main(["fetch", *args.kinds] + (["--root", args.root] if args.root else []))
+    return fetch(args.kinds, args.root)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a did-you-mean for a mistyped choice: a subcommand or an option's value."""
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices], n=1)
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}; did you mean {close[0]!r}?")
+        super()._check_value(action, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tricklab", description="Train neural networks with the tricks of the trade.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .data.__main__ import add_fetch_arguments, fetch_description
+
+    parser = Parser(prog="tricklab", description="Train neural networks with the tricks of the trade.")
+    parser.add_argument("--version", action="version", version=f"tricklab {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an expected error too (or set TRICKLAB_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `tricklab COMMAND --help` lists its arguments")
 
     train = sub.add_parser("train", help="train a configuration (or resume a run)")
     train.add_argument("config", nargs="?", help="TOML configuration file")
@@ -82,20 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="score a finished run on its validation and test splits")
-    ev.add_argument("run_dir")
+    ev.add_argument("run_dir", metavar="RUN", help="a finished run folder (holding config.toml and model.npz)")
     ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="a plain MLP against the same MLP with the lecture's tricks")
-    demo.add_argument("--data", default="mnist1d", choices=("mnist1d", "mnist", "fashion"))
+    demo.add_argument("--data", default="mnist1d", choices=("mnist1d", "mnist", "fashion"),
+                      help="data set (default: mnist1d, generated offline; mnist and fashion need the files, "
+                           "see `tricklab data fetch`)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's own)")
-    demo.add_argument("--out", default=None, help="keep the two run folders here")
+    demo.add_argument("--out", default=None, help="folder for the two runs, the comparison figure and "
+                                                  "report.html (default: runs/demo)")
     demo.set_defaults(func=cmd_demo)
 
-    data = sub.add_parser("data", help="data sets")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_sub.add_parser("fetch", help="download MNIST / Fashion-MNIST and verify the checksums")
-    fetch.add_argument("kinds", nargs="*", default=["mnist"])
-    fetch.add_argument("--root", default=None)
+    data = sub.add_parser("data", help="data sets: fetch MNIST and Fashion-MNIST")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="fetch")
+    fetch = data_sub.add_parser("fetch", help="download MNIST / Fashion-MNIST and verify the checksums",
+                                description=fetch_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_fetch_arguments(fetch)
     fetch.set_defaults(func=cmd_data)
 
     for name in EXTENSIONS:
@@ -114,10 +145,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (config_.ConfigError, FileNotFoundError, FileExistsError, NonFiniteError, CheckpointError) as exc:
-        print(f"tricklab: error: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        if _debug(args):
+            raise
+        print(f"tricklab: error: {error_message(exc, args)}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+def _debug(args) -> bool:
+    return args.debug or os.environ.get("TRICKLAB_DEBUG", "") not in ("", "0")
+
+
+def _output_of(args) -> str | None:
+    """The folder a command writes to: named for an OS error that names no file (a full disk)."""
+    for name in ("out", "resume", "root", "run_dir", "dir"):
+        if getattr(args, name, None):
+            return str(getattr(args, name))
+    return "runs" if args.command in ("train", "demo") else None
+
+
+def error_message(exc: BaseException, args) -> str:
+    """One line: the message, or for an OS error the file (else the output folder) and the reason."""
+    if isinstance(exc, OSError) and exc.strerror:  # str() would read "[Errno 28] ...: 'path'"
+        files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        where = _output_of(args)
+        text = (f"{' -> '.join(files)}: {exc.strerror}" if files
+                else f"{exc.strerror} (writing under {where})" if where else exc.strerror)
+    else:
+        text = str(exc) or type(exc).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+

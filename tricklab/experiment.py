@@ -359,22 +359,76 @@ def save_model(path: Path, model: nn.Module, normalizer: Standardizer | None) ->
 
 
 def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]:
-    """Rebuild a run's model from its config.toml and model.npz."""
+    """Rebuild a run's model from its config.toml and model.npz.
+
+    Raises ModelFileError naming model.npz when it is no tricklab model archive (corrupt,
+    truncated, another file), holds NaN or inf, or was written with another configuration.
+    """
+    from .errors import ModelFileError
+
     run_dir = Path(run_dir)
+def _model_archive(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a model.npz whose weights are all finite; else ModelFileError naming the file."""
+    import io
+
+    from .errors import ModelFileError
+
+    data = path.read_bytes()  # an unreadable file stays an OSError naming it; the rest is parsing
+    not_ours = f"{path} is not a tricklab model archive, or it is corrupt or truncated"
+    if not data.startswith(b"PK"):  # np.load would guess a pickle and say so
+        what = ("an empty file" if not data else "a single .npy array" if data.startswith(b"\x93NUMPY")
+                else f"{len(data)} bytes that are no zip (.npz) archive")
+        raise ModelFileError(f"{not_ours} ({what})")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    # The bytes are in memory, so whatever fails here means they are no whole .npz archive; numpy's
+    # parser raises many kinds (BadZipFile, ValueError, EOFError, tokenize.TokenError, ...).
+    except Exception as exc:
+        raise ModelFileError(f"{not_ours} ({exc or type(exc).__name__})") from exc
+    if not any(k.startswith("model/") for k in arrays):
+        raise ModelFileError(f"{path} is not a tricklab model archive (no model/ arrays, it holds "
+                             f"{', '.join(arrays) or 'nothing'})")
+    for name, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise ModelFileError(f"{path}: {name} holds NaN or inf; refusing to evaluate non-finite weights "
+                                 "(did the training diverge?)")
+    return arrays
+
+
     cfg = config_.load(run_dir / "config.toml")
     path = run_dir / "model.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not finished")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _model_archive(path)
     state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    model = build_model(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES, np.random.SeedSequence(0))
-    model.load_state_dict(state)
-    normalizer = None
-    if "normalizer/mean" in arrays:
-        normalizer = Standardizer(per_feature=arrays["normalizer/mean"].ndim > 0)
-        normalizer.load_state_dict({"mean": arrays["normalizer/mean"], "std": arrays["normalizer/std"]})
-    return model.eval(), normalizer, cfg
+    n_in = N_FEATURES[cfg["data"]["name"]]
+    model = build_model(cfg, n_in, N_CLASSES, np.random.SeedSequence(0))
+    other = f"{path} was written with another configuration than {run_dir / 'config.toml'}"
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{other} ({exc.args[0] if exc.args else exc})") from exc
+    return model.eval(), _archived_normalizer(arrays, cfg["data"]["normalize"], n_in, other), cfg
+
+
+def _archived_normalizer(arrays: dict, mode: str, n_in: int, other: str) -> Standardizer | None:
+    """The archive's input normalizer, if it is the one ``data.normalize = mode`` would have fitted."""
+    from .errors import ModelFileError
+
+    mean, std = arrays.get("normalizer/mean"), arrays.get("normalizer/std")
+    if (mode == "none") != (mean is None):
+        raise ModelFileError(f"{other} (data.normalize = {mode!r}, the archive "
+                             f"{'lacks' if mean is None else 'holds'} an input normalizer)")
+    if mean is None:
+        return None
+    expected = (n_in,) if mode == "per_feature" else ()
+    if std is None or mean.shape != expected or std.shape != expected:
+        raise ModelFileError(f"{other} (normalizer of shape {mean.shape}, data.normalize = {mode!r} with "
+                             f"{n_in} features needs {expected})")
+    normalizer = Standardizer(per_feature=mode == "per_feature")
+    normalizer.load_state_dict({"mean": mean, "std": std})
+    return normalizer
 
 
 def write_json(path: Path, obj) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import socket
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -157,16 +160,96 @@ def test_wrong_dims_and_counts(tmp_path, no_default_roots):
         load_mnist("test", root=tmp_path)
 
 
-def test_missing_files_lists_every_searched_path(tmp_path, monkeypatch, no_default_roots):
+def test_missing_files_names_every_searched_root_in_one_line(tmp_path, monkeypatch, no_default_roots):
     monkeypatch.setenv("TRICKLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(FileNotFoundError) as err:
         load_mnist("train", root=tmp_path / "arg", kind="fashion")
     message = str(err.value)
-    for root in (tmp_path / "arg", tmp_path / "env", no_default_roots):
-        for folder in (root / "fashion-mnist", root):
-            for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-                assert str(folder / f"{name}.gz") in message and str(folder / name) in message
-    assert "download=True" in message and "TRICKLAB_DATA" in message and "fetch" in message
+    assert "\n" not in message
+    searched = f"{tmp_path / 'arg'}, {tmp_path / 'env'}, {no_default_roots} (each searched as ROOT/fashion-mnist/ and ROOT/)"
+    assert searched in message
+    assert "train-images-idx3-ubyte, train-labels-idx1-ubyte" in message
+    for way in ("download=True", "$TRICKLAB_DATA", "data.root", "`tricklab data fetch fashion`"):
+        assert way in message
+
+
+def test_search_finds_shared_data_beside_the_checkout_as_the_tests_do(monkeypatch, tmp_path):
+    from tests.conftest import find_shared_data
+
+    monkeypatch.delenv("TRICKLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    beside = find_shared_data()
+    assert mnist_mod.checkout_data_root() == beside
+    expected = ([beside] if beside is not None else []) + [tmp_path / "cache" / "tricklab"]
+    assert mnist_mod.search_roots() == expected
+    assert mnist_mod.search_roots(tmp_path / "arg") == [tmp_path / "arg", *expected]
+
+
+def test_checkout_data_root_is_the_nearest_shared_data_above_the_package(tmp_path, monkeypatch):
+    package = tmp_path / "a" / "checkout" / "tricklab" / "data"
+    package.mkdir(parents=True)
+    (tmp_path / "a" / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    monkeypatch.setattr(mnist_mod, "__file__", str(package / "mnist.py"))
+    assert mnist_mod.checkout_data_root() == tmp_path / "a" / "shared" / "data"
+
+
+def test_downloads_never_go_beside_the_checkout(monkeypatch, tmp_path):
+    monkeypatch.delenv("TRICKLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnist_mod, "checkout_data_root", lambda: tmp_path / "shared" / "data")
+    assert mnist_mod.download_root() == tmp_path / "cache" / "tricklab"
+    monkeypatch.setenv("TRICKLAB_DATA", str(tmp_path / "env"))
+    assert mnist_mod.download_root() == tmp_path / "env"
+    assert mnist_mod.download_root(tmp_path / "arg") == tmp_path / "arg"
+
+
+def test_label_outside_0_to_9_names_the_labels_file(raw_copy):
+    path = raw_copy / "mnist" / TEST_LABELS
+    data = bytearray(path.read_bytes())
+    data[8 + 17] = 42
+    path.write_bytes(bytes(data))
+    with pytest.raises(IDXError, match="label 42 at index 17 is outside 0..9") as err:
+        load_mnist("test", root=raw_copy)
+    assert str(path) in str(err.value)
+
+
+def test_errors_are_tricklab_errors():
+    from tricklab.errors import TricklabError
+
+    assert issubclass(ChecksumError, TricklabError) and issubclass(ChecksumError, ValueError)
+    assert issubclass(IDXError, TricklabError) and issubclass(IDXError, ValueError)
+    assert issubclass(mnist_mod.FetchError, TricklabError) and issubclass(mnist_mod.FetchError, OSError)
+
+
+def _unreachable(url):
+    raise urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+
+
+def test_fetch_without_network_is_one_line_naming_every_host(tmp_path):
+    mirrors = ["https://a.example.org/mnist/", "http://b.example.net/"]
+    with pytest.raises(mnist_mod.FetchError) as err:
+        fetch_mnist("mnist", tmp_path, mirrors=mirrors, opener=_unreachable)
+    message = str(err.value)
+    assert "\n" not in message and "no network" in message and str(tmp_path / "mnist") in message
+    assert "a.example.org (Temporary failure in name resolution)" in message
+    assert "b.example.net (Temporary failure in name resolution)" in message
+    assert list((tmp_path / "mnist").iterdir()) == []
+
+
+def test_fetch_http_error_is_not_called_no_network(tmp_path):
+    def not_found(url):
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    with pytest.raises(mnist_mod.FetchError) as err:
+        fetch_mnist("mnist", tmp_path, mirrors=["https://a.example.org/"], opener=not_found)
+    assert "no network" not in str(err.value) and "a.example.org (HTTP Error 404: Not Found)" in str(err.value)
+
+
+def test_fetch_uses_urlopen_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", _unreachable)
+    with pytest.raises(mnist_mod.FetchError, match="no network"):
+        fetch_mnist("mnist", tmp_path, mirrors=["https://a.example.org/"])
 
 
 def test_bad_arguments():

@@ -56,6 +56,19 @@ def test_load_state_dict_casts_and_checks(rng):
         fresh.load_state_dict(missing)
 
 
+def test_state_dict_round_trip_of_a_bias_free_layer(rng):
+    """A parameter set to None is in neither state_dict nor the keys load_state_dict expects (as torch)."""
+    net = nn.Sequential(nn.Linear(4, 3, bias=False, rng=rng), nn.BatchNorm1d(3))
+    state = net.state_dict()
+    assert list(state) == list(torch_twin(net).state_dict())
+    fresh = nn.Sequential(nn.Linear(4, 3, bias=False, rng=np.random.default_rng(1)), nn.BatchNorm1d(3))
+    fresh.load_state_dict(state)
+    for k, v in state.items():
+        np.testing.assert_array_equal(fresh.state_dict()[k], v, err_msg=k)
+    with pytest.raises(KeyError, match=r"unexpected keys \['0.bias'\]"):
+        fresh.load_state_dict({**state, "0.bias": np.zeros(3, np.float32)})
+
+
 def test_to_converts_parameters_buffers_and_children_in_place(rng):
     net = _mlp(rng)
     assert net.to(np.float64) is net

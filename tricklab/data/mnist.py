@@ -7,8 +7,10 @@ IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): a big-endian heade
     data  = prod(dims) bytes, row-major
 
 Files are found under ``<root>/mnist/<name>`` or ``<root>/fashion-mnist/<name>`` (or directly in
-``<root>``) for each root in the search order: the ``root`` argument, ``$TRICKLAB_DATA``, then the
-user cache ``$XDG_CACHE_HOME/tricklab`` (default ``~/.cache/tricklab``).
+``<root>``) for each root in the search order: the ``root`` argument, ``$TRICKLAB_DATA``, the first
+``shared/data`` folder above the package (beside a checkout, where the tests find the files too),
+then the user cache ``$XDG_CACHE_HOME/tricklab`` (default ``~/.cache/tricklab``). Downloads go to
+the ``root`` argument, else ``$TRICKLAB_DATA``, else the user cache (never into ``shared/data``).
 
 References:
     LeCun, Bottou, Bengio & Haffner (1998), "Gradient-based learning applied to document
@@ -23,12 +25,17 @@ import hashlib
 import math
 import os
 import secrets
+import socket
+import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from ..errors import TricklabError
 
 KINDS = {"mnist": "mnist", "fashion": "fashion-mnist"}
 SPLITS = {
@@ -65,7 +72,7 @@ MIRRORS = {
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(TricklabError, ValueError):
     """A file's SHA-256 digest differs from the published one."""
 
     def __init__(self, path: Path | str, expected: str, actual: str):
@@ -74,8 +81,12 @@ class ChecksumError(ValueError):
                          "the file is corrupt or not the published one (delete it and fetch again)")
 
 
-class IDXError(ValueError):
+class IDXError(TricklabError, ValueError):
     """A file is not a well-formed IDX file of the expected shape."""
+
+
+class FetchError(TricklabError, OSError):
+    """No mirror could serve a file: no network, a host that cannot be reached, an HTTP error."""
 
 
 def _check_kind_split(kind: str, split: str | None = None) -> None:
@@ -91,11 +102,32 @@ def cache_dir() -> Path:
     return Path(base) / "tricklab"
 
 
+def checkout_data_root() -> Path | None:
+    """The first ``shared/data`` folder above this package (as tests/conftest.py looks), or None."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return None
+
+
+def download_root(root: str | os.PathLike | None = None) -> Path:
+    """Where fetched files go: ``root``, else ``$TRICKLAB_DATA``, else :func:`cache_dir`."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get("TRICKLAB_DATA"):
+        return Path(os.environ["TRICKLAB_DATA"])
+    return cache_dir()
+
+
 def search_roots(root: str | os.PathLike | None = None) -> list[Path]:
-    """Roots searched in order: ``root``, ``$TRICKLAB_DATA``, then :func:`cache_dir`."""
+    """Roots searched in order: ``root``, ``$TRICKLAB_DATA``, :func:`checkout_data_root`, then
+    :func:`cache_dir`."""
     roots = [Path(root)] if root is not None else []
     if os.environ.get("TRICKLAB_DATA"):
         roots.append(Path(os.environ["TRICKLAB_DATA"]))
+    beside = checkout_data_root()
+    if beside is not None:
+        roots.append(beside)
     roots.append(cache_dir())
     return roots
 
@@ -173,11 +205,13 @@ def _find(name: str, kind: str, roots: list[Path]) -> Path | None:
 
 
 def _missing_error(names: list[str], kind: str, roots: list[Path]) -> FileNotFoundError:
-    searched = "\n  ".join(str(p) for n in names for p in candidate_paths(n, kind, roots))
+    """One line: the files, every root searched (each as ROOT/<kind folder>/ and ROOT/) and the ways out."""
+    searched = ", ".join(str(r) for r in roots)
     return FileNotFoundError(
-        f"{kind} files {names} not found; searched:\n  {searched}\n"
-        f"Get them with load_mnist(..., download=True), `tricklab data fetch {kind}`, "
-        f"or point TRICKLAB_DATA at a folder holding {KINDS[kind]}/<name>.gz")
+        f"{kind} files {', '.join(names)} (.gz or raw) not found under {searched} "
+        f"(each searched as ROOT/{KINDS[kind]}/ and ROOT/); get them with `tricklab data fetch {kind}` "
+        f"(or load_mnist(..., download=True)), or point the config key data.root (root= in Python) or "
+        f"$TRICKLAB_DATA at a folder holding {KINDS[kind]}/<name>.gz")
 
 
 def _check_labels(images: np.ndarray, labels: np.ndarray, paths: tuple[Path, Path]) -> None:
@@ -186,8 +220,10 @@ def _check_labels(images: np.ndarray, labels: np.ndarray, paths: tuple[Path, Pat
     if len(images) != len(labels):
         raise IDXError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
                        f"{len(labels)} labels")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        raise IDXError(f"{paths[1]}: label {labels.max()} outside 0..{NUM_CLASSES - 1}")
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    if bad.size:
+        raise IDXError(f"{paths[1]}: label {labels[bad[0]]} at index {bad[0]} is outside 0..{NUM_CLASSES - 1} "
+                       f"({bad.size} such label(s)); not a labels file of this data set")
 
 
 def load_mnist(split: str = "train", root: str | os.PathLike | None = None, kind: str = "mnist",
@@ -196,9 +232,10 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, kind
 
     Args:
         split: ``"train"`` (60,000 examples) or ``"test"`` (10,000).
-        root: searched first, before ``$TRICKLAB_DATA`` and the user cache.
+        root: searched first, before ``$TRICKLAB_DATA``, ``shared/data`` beside the checkout and
+            the user cache.
         kind: ``"mnist"`` or ``"fashion"``.
-        download: fetch the four files into the first search root if they are missing.
+        download: fetch the four files into :func:`download_root` if they are missing.
         verify: check ``.gz`` files against the published SHA-256 digests. Raw (uncompressed)
             files have no published digest: for them ``verify`` checks the structure (magic
             number, dims, size) and the standard example count instead.
@@ -207,7 +244,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, kind
         ``X`` uint8 ndarray of shape (N, 28, 28) and ``y`` int64 ndarray of shape (N,).
 
     Raises:
-        FileNotFoundError listing every path searched; :class:`ChecksumError` (a ValueError)
+        FileNotFoundError naming every root searched; :class:`ChecksumError` (a ValueError)
         naming the file and both digests; :class:`IDXError` (a ValueError) naming the file for a
         corrupt gzip, wrong magic number, wrong dims, size not matching the header, or
         mismatched image and label counts.
@@ -217,7 +254,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, kind
     roots = search_roots(root)
     paths = [_find(n, kind, roots) for n in (image_name, label_name)]
     if None in paths and download:
-        fetch_mnist(kind, roots[0])
+        fetch_mnist(kind, root)
         paths = [_find(n, kind, roots) for n in (image_name, label_name)]
     if None in paths:
         raise _missing_error([image_name, label_name], kind, roots)
@@ -231,13 +268,14 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, kind
 
 
 def download_file(url: str, dest: Path | str, sha256: str,
-                  opener: Callable[[str], object] = urllib.request.urlopen) -> Path:
+                  opener: Callable[[str], object] | None = None) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying its SHA-256.
 
     The bytes go to a temporary file in ``dest``'s folder, which is fsynced and renamed onto
     ``dest`` (``os.replace``) only if the digest matches; on any failure it is removed, so
-    ``dest`` is either absent or complete.
+    ``dest`` is either absent or complete. ``opener`` defaults to ``urllib.request.urlopen``.
     """
+    opener = opener or urllib.request.urlopen
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; os.open applies the umask as usual.
@@ -277,18 +315,20 @@ def _fsync_dir(folder: Path) -> None:
 
 def fetch_mnist(kind: str = "mnist", root: str | os.PathLike | None = None,
                 mirrors: Iterable[str] | None = None,
-                opener: Callable[[str], object] = urllib.request.urlopen) -> Path:
+                opener: Callable[[str], object] | None = None) -> Path:
     """Download the four gzip files of ``kind`` into ``<root>/<kind folder>/``, verified.
 
-    ``root`` defaults to the first search root (``$TRICKLAB_DATA`` if set, else the user cache).
+    ``root`` defaults to :func:`download_root` (``$TRICKLAB_DATA`` if set, else the user cache).
     Files already present with the right digest are kept. Each file is tried on every mirror in
-    turn; the last error is raised if none serves a file with the published digest.
+    turn. If none serves it: the :class:`ChecksumError` when a mirror served wrong bytes, else a
+    one-line :class:`FetchError` naming every host and its error ("no network" when none could be
+    reached at all).
 
     Returns:
         The folder holding the files.
     """
     _check_kind_split(kind)
-    folder = search_roots(root)[0] / KINDS[kind]
+    folder = download_root(root) / KINDS[kind]
     mirrors = tuple(mirrors) if mirrors is not None else MIRRORS[kind]
     for name, digest in SHA256[kind].items():
         dest = folder / name
@@ -299,7 +339,7 @@ def fetch_mnist(kind: str = "mnist", root: str | os.PathLike | None = None,
 
 
 def _fetch_one(name: str, dest: Path, digest: str, mirrors: tuple[str, ...],
-               opener: Callable[[str], object]) -> None:
+               opener: Callable[[str], object] | None) -> None:
     if not mirrors:
         raise ValueError("mirrors is empty; give at least one base URL")
     errors = []
@@ -309,7 +349,36 @@ def _fetch_one(name: str, dest: Path, digest: str, mirrors: tuple[str, ...],
             return
         except (OSError, ValueError) as e:
             errors.append(e)
-    last = errors[-1]
-    last.add_note(f"could not fetch {name} from any of {len(mirrors)} mirror(s):\n  "
-                  + "\n  ".join(f"{m}: {e}" for m, e in zip(mirrors, errors)))
-    raise last
+    tried = ", ".join(f"{_host(m)} ({_reason(e)})" for m, e in zip(mirrors, errors))
+    bad_bytes = [e for e in errors if isinstance(e, ChecksumError)]
+    if bad_bytes:
+        bad_bytes[-1].add_note(f"could not fetch {name} from any mirror: {tried}")
+        raise bad_bytes[-1]
+    if all(_unreachable(m, e) for m, e in zip(mirrors, errors)):
+        raise FetchError(f"cannot download {name} into {dest.parent}: no network, or no connection to "
+                         f"{tried}; connect to the network, or copy the files into {dest.parent} from a "
+                         "machine that has one") from errors[-1]
+    raise FetchError(f"cannot download {name} into {dest.parent}: {tried}") from errors[-1]
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or url
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause in words: the resolver's or socket's message rather than URLError's wrapper."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        return getattr(reason, "strerror", None) or str(reason)
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _unreachable(url: str, exc: Exception) -> bool:
+    """The host could not be reached at all (no name resolution, no connection, a timeout)."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        return False
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason
+    return isinstance(exc, (socket.gaierror, ConnectionError, TimeoutError))

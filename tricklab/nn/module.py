@@ -203,13 +203,16 @@ class Module:
         """Copy arrays into parameters and buffers, cast to each one's dtype (as torch does).
 
         ``state`` maps names to arrays (NumPy arrays, or anything ``np.asarray`` accepts, such as
-        CPU torch tensors). With ``strict`` missing or unexpected keys raise ``KeyError``; a shape
-        mismatch always raises ``ValueError`` naming the key.
+        CPU torch tensors). The names expected are those ``state_dict`` writes: a parameter or
+        buffer set to None (``Linear(..., bias=False)``) has none, as in torch. With ``strict``
+        missing or unexpected keys raise ``KeyError``; a shape mismatch always raises
+        ``ValueError`` naming the key.
         """
         own = {}
         for mod_name, mod in self.named_modules():
-            for name in list(mod._parameters) + list(mod._buffers):
-                own[f"{mod_name}.{name}" if mod_name else name] = (mod, name)
+            for name, value in list(mod._parameters.items()) + list(mod._buffers.items()):
+                if value is not None:
+                    own[f"{mod_name}.{name}" if mod_name else name] = (mod, name)
         if strict:
             missing = sorted(set(own) - set(state))
             unexpected = sorted(set(state) - set(own))
@@ -227,10 +230,9 @@ class Module:
                 p.data[...] = arr.astype(p.data.dtype, copy=False)
             else:
                 b = mod._buffers[name]
-                if b is not None and arr.shape != np.shape(b):
+                if arr.shape != np.shape(b):
                     raise ValueError(f"load_state_dict: '{key}' has shape {arr.shape}, expected {np.shape(b)}")
-                dt = b.dtype if b is not None else arr.dtype
-                mod.register_buffer(name, np.array(arr, dtype=dt, copy=True))
+                mod.register_buffer(name, np.array(arr, dtype=b.dtype, copy=True))
 
     # ----------------------------------------------------------------- display
     def extra_repr(self) -> str:
