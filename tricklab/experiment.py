@@ -358,15 +358,6 @@ def save_model(path: Path, model: nn.Module, normalizer: Standardizer | None) ->
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]:
-    """Rebuild a run's model from its config.toml and model.npz.
-
-    Raises ModelFileError naming model.npz when it is no tricklab model archive (corrupt,
-    truncated, another file), holds NaN or inf, or was written with another configuration.
-    """
-    from .errors import ModelFileError
-
-    run_dir = Path(run_dir)
 def _model_archive(path: Path) -> dict[str, np.ndarray]:
     """Every array of a model.npz whose weights are all finite; else ModelFileError naming the file."""
     import io
@@ -396,6 +387,15 @@ def _model_archive(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]:
+    """Rebuild a run's model from its config.toml and model.npz.
+
+    Raises ModelFileError naming model.npz when it is no tricklab model archive (corrupt,
+    truncated, another file), holds NaN or inf, or was written with another configuration.
+    """
+    from .errors import ModelFileError
+
+    run_dir = Path(run_dir)
     cfg = config_.load(run_dir / "config.toml")
     path = run_dir / "model.npz"
     if not path.exists():
