@@ -140,20 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EXPECTED_ERRORS as exc:
-        if _debug(args):
-            raise
-        print(f"tricklab: error: {error_message(exc, args)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 def _debug(args) -> bool:
     return args.debug or os.environ.get("TRICKLAB_DEBUG", "") not in ("", "0")
 
@@ -178,3 +164,17 @@ def error_message(exc: BaseException, args) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        if _debug(args):
+            raise
+        print(f"tricklab: error: {error_message(exc, args)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
