@@ -28,3 +28,54 @@ def test_ray_backend_runs_a_tiny_grid_into_the_same_store(tiny_config, tmp_path)
     assert main(argv) == 0
     with Store(out / "sweep.db") as store:
         assert [r["attempts"] for r in store.rows()] == [1, 1]
+
+
+def test_an_unreachable_cluster_is_a_clear_error_within_the_connect_timeout(tiny_config, tmp_path, capsys):
+    import time
+
+    import ray
+
+    start = time.monotonic()
+    code = main(["sweep", str(tiny_config), "--backend", "ray", "--address", "127.0.0.1:1", "--connect-timeout", "5",
+                 "--out", str(tmp_path / "sweep"), "--no-report"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "tricklab: error: --address 127.0.0.1:1: nothing answers at 127.0.0.1:1 within 5 s" in err
+    assert "--connect-timeout" in err.splitlines()[-1]
+    assert elapsed < 120  # a guard against the hang (Ray alone retries for minutes), not a timing test
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "ray://host", "127.0.0.1:port"])
+def test_an_address_without_a_port_is_refused(tiny_config, tmp_path, capsys, address):
+    assert main(["sweep", str(tiny_config), "--backend", "ray", "--address", address, "--out",
+                 str(tmp_path / "sweep"), "--no-report"]) == 2
+    assert f"tricklab: error: --address {address!r} must be auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_the_connect_timeout_must_be_positive_and_finite(tiny_config, tmp_path, capsys, timeout):
+    assert main(["sweep", str(tiny_config), "--backend", "ray", "--address", "127.0.0.1:1", "--connect-timeout",
+                 timeout, "--out", str(tmp_path / "sweep")]) == 2
+    assert capsys.readouterr().err.startswith("tricklab: error: --connect-timeout must be a positive number of seconds")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_port_that_answers_but_is_no_ray_cluster_fails_after_one_attempt(tiny_config, tmp_path, capsys):
+    import os
+    import socket
+    import time
+
+    import ray
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts TCP, never speaks Ray's protocol
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        code = main(["sweep", str(tiny_config), "--backend", "ray", "--address", address, "--out",
+                     str(tmp_path / "sweep"), "--no-report"])
+        elapsed = time.monotonic() - start
+    assert code == 2
+    assert f"tricklab: error: --address {address}: no Ray cluster to join" in capsys.readouterr().err
+    assert elapsed < 150  # a hang guard: Ray's default 20 attempts take over ten minutes
+    assert not ray.is_initialized() and "RAY_gcs_server_port_wait_time_s" not in os.environ

@@ -30,7 +30,7 @@ from .. import config as config_
 from ..train.checkpoint import atomic_write_bytes
 from .backends import make_backend
 from .store import Store
-from .sweep import TRIAL_FN, check_counts, claim_folder, default_out, make_trials, run_trials
+from .sweep import TRIAL_FN, check_options, claim_folder, default_out, make_trials, run_trials
 
 _AUG_OFF = {"augmentation.rotation": 0.0, "augmentation.stretch": 0.0, "augmentation.translation": 0.0,
             "augmentation.elastic": False, "augmentation.noise": 0.0}
@@ -164,10 +164,10 @@ def markdown(table: list[dict], target: float) -> str:
 
 def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path | None = None,
                  workers: int | None = None, backend: str = "local", address: str | None = None,
-                 target: float | None = None, on: dict | None = None, trial_fn: str = TRIAL_FN,
+                 connect_timeout: float = 30.0, target: float | None = None, on: dict | None = None, trial_fn: str = TRIAL_FN,
                  command: str = "", log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    check_counts(seeds, workers)
+    check_options(seeds, workers, connect_timeout)
     if target is not None and not 0.0 <= target <= 1.0:  # written so that NaN is refused too
         raise config_.ConfigError(f"--target must be a validation accuracy in [0, 1] (a fraction: 0.97, not 97), "
                                   f"got {target}")
@@ -184,7 +184,8 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
         claim_folder(store, "ablation", [t.id for t in trials])
         store.set_meta(kind="ablation", base_config=config_.dumps(cfg), tricks=tricks, variants=named,
                        variant_points=index, seeds=seed_list, command=command, trial_ids=[t.id for t in trials])
-        run_trials(store, trials, make_backend(backend, workers, address), fn=trial_fn, score_test=True, log=log)
+        run_trials(store, trials, make_backend(backend, workers, address, connect_timeout), fn=trial_fn, score_test=True,
+                    log=log)
         rows = store.rows(ids=[t.id for t in trials])
     table, target = summarize(rows, names, index, target)
     summary = {"kind": "ablation", "tricks": tricks, "variants": named, "target": target, "table": table,

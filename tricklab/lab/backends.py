@@ -12,7 +12,10 @@ sweep does not race an orphan for a run folder (the folder's lock guards that to
 Ray: every trial is a task with ``num_cpus=1`` on an existing cluster (``address="auto"`` after
 ``ray start --head``, or ``ray://host:10001``), or on a local one started for the sweep. Run
 folders are written by the workers, so on a multi-node cluster the sweep folder must be on a
-file system every node shares.
+file system every node shares. ``ray.init`` retries an unreachable cluster for minutes and has
+no timeout of its own, so the address is first tried with a plain TCP connection that gives up
+after ``connect_timeout`` seconds; a port that answers but is no Ray cluster is tried once by Ray
+(about 40 s), not the 20 times it tries by default.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -167,13 +171,59 @@ class LocalBackend:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def ray_endpoint(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray address: HOST:PORT, ray://HOST:PORT, or "auto", resolved by Ray's own
+    lookup (RAY_ADDRESS, else the cluster the last ``ray start`` on this machine recorded)."""
+    given = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            address = get_ray_address_from_environment("auto", None)
+        except ConnectionError as exc:
+            raise RuntimeError(f"--address auto: {exc}") from None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        shown = given if given == address else f"{given} (= {address})"
+        raise RuntimeError(f"--address {shown!r} must be auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Fail within ``timeout`` seconds when nothing accepts a TCP connection at ``address``."""
+    host, port = ray_endpoint(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise RuntimeError(f"--address {address}: nothing answers at {host}:{port} within {timeout:g} s ({reason}); "
+                           "start a cluster with `ray start --head`, leave out --address for a local Ray, "
+                           "or give a slow network more time with --connect-timeout SECONDS") from None
+
+
+@contextmanager
+def _one_gcs_attempt():
+    """Let ray.init try the GCS once (about 40 s in Ray 2.60) instead of 20 times, unless the user set
+    RAY_gcs_server_port_wait_time_s (the number of attempts Ray reads when it connects)."""
+    var = "RAY_gcs_server_port_wait_time_s"
+    if var in os.environ:
+        yield
+        return
+    os.environ[var] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[var]
+
+
 class RayBackend:
-    """Trials as Ray tasks; connects to ``address`` or starts a local Ray with ``num_cpus``."""
+    """Trials as Ray tasks; connects to ``address`` (giving up after ``connect_timeout`` seconds
+    if nothing answers there) or starts a local Ray with ``num_cpus``."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
-        self.address, self.num_cpus = address, num_cpus
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 30.0):
+        self.address, self.num_cpus, self.connect_timeout = address, num_cpus, connect_timeout
 
     def _init(self, ray) -> bool:
         if ray.is_initialized():
@@ -182,8 +232,10 @@ class RayBackend:
         paths = os.pathsep.join(dict.fromkeys([here, os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]))
         env = {"runtime_env": {"env_vars": {"PYTHONPATH": paths, **{v: "1" for v in THREAD_VARS}}}}
         if self.address:
+            check_reachable(self.address, self.connect_timeout)
             try:
-                ray.init(address=self.address, log_to_driver=False, **env)
+                with _one_gcs_attempt():
+                    ray.init(address=self.address, log_to_driver=False, **env)
             except ConnectionError as exc:
                 raise RuntimeError(f"--address {self.address}: no Ray cluster to join ({exc}); start one with "
                                    "`ray start --head`, or leave out --address for a local Ray") from None
@@ -218,11 +270,11 @@ class RayBackend:
                 ray.shutdown()
 
 
-def make_backend(name: str, workers: int | None = None, address: str | None = None):
+def make_backend(name: str, workers: int | None = None, address: str | None = None, connect_timeout: float = 30.0):
     if name == "local":
         if address:
             print("tricklab: --address is for --backend ray; ignored", file=sys.stderr)
         return LocalBackend(workers)
     if name == "ray":
-        return RayBackend(address, num_cpus=workers)
+        return RayBackend(address, num_cpus=workers, connect_timeout=connect_timeout)
     raise ValueError(f"backend must be 'local' or 'ray', got {name!r}")

@@ -1,7 +1,8 @@
 """The lab's commands, registered into ``tricklab`` (see tricklab/cli.py):
 
     tricklab sweep CONFIG --grid KEY=V1,V2 [--grid ...] [--random N --range KEY=LO:HI[:log]]
-                   [--seeds K] [--workers N] [--backend local|ray] [--address ADDR] [--out DIR]
+                   [--seeds K] [--workers N] [--backend local|ray] [--address ADDR]
+                   [--connect-timeout SECONDS] [--out DIR]
     tricklab ablate CONFIG --tricks batchnorm,dropout,... [--seeds K] [--target ACC] [--on KEY=V]
     tricklab reproduce NAME [--quick] [--out DIR]        (tricklab reproduce --list)
     tricklab report DIR
@@ -37,7 +38,7 @@ def cmd_sweep(args) -> int:
     space = make_space(args.grid, args.range, args.random, args.sample_seed)
     try:
         summary = run_sweep(cfg, space, out=args.out, seeds=args.seeds, workers=args.workers, backend=args.backend,
-                            address=args.address, command=_command())
+                            address=args.address, connect_timeout=args.connect_timeout, command=_command())
     except RuntimeError as exc:  # no Ray cluster at --address, nothing finished to select from
         return _fail(exc)
     if not args.no_report:
@@ -56,8 +57,8 @@ def cmd_ablate(args) -> int:
     on = {f"{s}.{k}": v for s, table in on.items() for k, v in table.items()}
     try:
         summary = run_ablation(cfg, tricks, seeds=args.seeds, out=args.out, workers=args.workers,
-                               backend=args.backend, address=args.address, target=args.target, on=on,
-                               command=_command())
+                               backend=args.backend, address=args.address, connect_timeout=args.connect_timeout,
+                               target=args.target, on=on, command=_command())
     except RuntimeError as exc:
         return _fail(exc)
     if not args.no_report:
@@ -106,6 +107,8 @@ def _common(p, backend: bool = True) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
+    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up joining --address after this long if nothing answers there (default: 30)")
     p.add_argument("--out", default=None, help="folder (default: runs/<kind>-<name>-<hash of the command>)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
 

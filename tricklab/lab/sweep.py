@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -51,8 +52,11 @@ def make_trials(cfg: dict, points: list[dict], seeds: list[int], labels: list[st
     return out
 
 
-def check_counts(seeds: int, workers: int | None) -> None:
-    """Refuse seed and worker counts below one (``workers=None``: the machine's cores)."""
+def check_options(seeds: int, workers: int | None, connect_timeout: float) -> None:
+    """Refuse seed and worker counts below one (``workers=None``: the machine's cores), and a
+    connection timeout that is not a positive, finite number of seconds."""
+    if not 0.0 < connect_timeout < math.inf:
+        raise config_.ConfigError(f"--connect-timeout must be a positive number of seconds, got {connect_timeout}")
     if seeds < 1:
         raise config_.ConfigError(f"--seeds must be >= 1, got {seeds}")
     if workers is not None and workers < 1:
@@ -146,11 +150,11 @@ def default_out(kind: str, cfg: dict, what: dict) -> Path:
 
 
 def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seeds: int = 1, workers: int | None = None,
-              backend: str = "local", address: str | None = None, trial_fn: str = TRIAL_FN, test_fn: str = TEST_FN,
-              command: str = "", log=None) -> dict:
+              backend: str = "local", address: str | None = None, connect_timeout: float = 30.0,
+              trial_fn: str = TRIAL_FN, test_fn: str = TEST_FN, command: str = "", log=None) -> dict:
     """Search ``space`` around ``cfg``; select on validation; score the best on test once."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    check_counts(seeds, workers)
+    check_options(seeds, workers, connect_timeout)
     points = space.points()
     seed_list = [cfg["run"]["seed"] + k for k in range(seeds)]
     trials = make_trials(cfg, points, seed_list)
@@ -161,7 +165,8 @@ def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seed
         claim_folder(store, "sweep", [t.id for t in trials])
         store.set_meta(kind="sweep", base_config=config_.dumps(cfg), space=space.to_json(), seeds=seed_list,
                        command=command, trial_ids=[t.id for t in trials])
-        counts = run_trials(store, trials, make_backend(backend, workers, address), fn=trial_fn, log=log)
+        counts = run_trials(store, trials, make_backend(backend, workers, address, connect_timeout), fn=trial_fn,
+                            log=log)
         rows = store.rows(ids=[t.id for t in trials])
         table = sorted(point_table(rows), key=lambda e: -e.get("val_accuracy", -1.0))
         best = select_best(table)
