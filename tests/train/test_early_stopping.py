@@ -1,3 +1,6 @@
+import json
+import math
+
 import numpy as np
 import pytest
 
@@ -49,11 +52,135 @@ def test_up_criterion_needs_successive_rising_strips():
     assert _first_stop(stopper) == 8
 
 
+def stop_epoch(stopper, values, start=1):
+    """The epoch (counted from ``start``) at which ``stopper`` stops on the validation ``values``,
+    or None; the training loss of epoch t is 1 / t."""
+    for epoch, value in enumerate(values, start=start):
+        if stopper.update(epoch, 1.0 / epoch, value):
+            return epoch
+    return None
+
+
+# Keras' early_stopping_test.py::test_early_stopping_patience: 0-based stopped_epoch max(p, 1) + 2
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_patience_as_keras_including_zero(patience):
+    stopper = EarlyStopping(patience=patience)
+    assert stop_epoch(stopper, [10.0, 9.0, 8.0, 9.0, 8.9, 8.8, 8.7, 8.6, 8.5]) == max(patience, 1) + 3
+    assert stopper.best_epoch == 3 and "no improvement" in stopper.stop_reason
+
+
+def test_patience_zero_stops_at_the_first_epoch_without_improvement():
+    assert stop_epoch(EarlyStopping(patience=0), [1.0, 0.9, 0.8, 0.8, 0.7]) == 4
+    assert stop_epoch(EarlyStopping(patience=0, min_delta=0.15), [1.0, 0.8, 0.7]) == 3
+
+
+# Lightning's test_early_stopping.py::test_early_stopping_patience (0-based stop epochs 4, 3, 4)
+@pytest.mark.parametrize("values, patience, expected", [
+    ([6, 5, 5, 5, 5, 5], 3, 5), ([6, 5, 4, 4, 3, 3], 1, 4), ([6, 5, 6, 5, 5, 5], 3, 5)])
+def test_patience_as_lightning(values, patience, expected):
+    assert stop_epoch(EarlyStopping(patience=patience), values) == expected
+
+
+def test_baseline_as_keras():
+    # Keras' test_early_stopping_final_weights_when_restoring_model_weights: no epoch beats 0.5, so
+    # training runs `patience` epochs (5) and the best of those (the third) is kept
+    stopper = EarlyStopping(patience=5, baseline=0.5)
+    assert stop_epoch(stopper, [0.9, 0.8, 0.7, 0.71, 0.72, 0.73]) == 5
+    assert stopper.best_epoch == 3 and "baseline 0.5" in stopper.stop_reason
+    # without the baseline the three improvements restart the count: stop at 3 + 2
+    assert stop_epoch(EarlyStopping(patience=2), [0.9, 0.8, 0.7, 0.71, 0.72, 0.73]) == 5
+    assert stop_epoch(EarlyStopping(patience=2, baseline=0.5), [0.9, 0.8, 0.7, 0.71, 0.72, 0.73]) == 4
+    # beating the baseline restarts the count as usual
+    assert stop_epoch(EarlyStopping(patience=2, baseline=0.75), [0.9, 0.8, 0.7, 0.71, 0.72, 0.73]) == 5
+    # as in Keras, an epoch that improves on the best (not on the baseline) does not stop
+    assert stop_epoch(EarlyStopping(patience=1, baseline=0.5), [0.9, 0.8, 0.7, 0.6]) is None
+
+
+# Lightning's test_early_stopping.py::test_early_stopping_thresholds (default patience 3; 0-based 5, 8, 3)
+@pytest.mark.parametrize("stopping_threshold, divergence_threshold, values, expected, why", [
+    (None, None, [8, 4, 2, 3, 4, 5, 8, 10], 6, "no improvement"),
+    (2.9, None, [9, 8, 7, 6, 5, 6, 4, 3, 2, 1], 9, "stopping_threshold 2.9"),
+    (None, 15.9, [9, 4, 2, 16, 32, 64], 4, "divergence_threshold 15.9"),
+])
+def test_thresholds_as_lightning(stopping_threshold, divergence_threshold, values, expected, why):
+    stopper = EarlyStopping(patience=3, stopping_threshold=stopping_threshold,
+                            divergence_threshold=divergence_threshold)
+    assert stop_epoch(stopper, values) == expected and stopper.stopped_epoch == expected
+    assert why in stopper.stop_reason
+
+
+def test_thresholds_apply_to_every_criterion():
+    assert stop_epoch(EarlyStopping("GL", alpha=50, stopping_threshold=0.68), VAL) == 4
+    assert stop_epoch(EarlyStopping("UP", strip=2, s=5), VAL + [1.2]) is None
+    assert stop_epoch(EarlyStopping("UP", strip=2, s=5, divergence_threshold=1.0), VAL + [1.2]) == 13
+
+
+# Lightning's test_early_stopping.py::test_early_stopping_on_non_finite_monitor (0-based epoch 2)
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -math.inf])
+def test_check_finite_as_lightning(bad):
+    stopper = EarlyStopping(patience=3)
+    assert stop_epoch(stopper, [4, 3, bad, 2, 1]) == 3
+    assert "not finite" in stopper.stop_reason and stopper.best_epoch == 2
+    assert stop_epoch(EarlyStopping("GL", alpha=5.0), [4, 3, bad, 2, 1]) == 3
+    assert stop_epoch(EarlyStopping(patience=3, check_finite=False), [4, 3, bad, 2, 1]) is None
+
+
+def test_first_epoch_never_stops_on_patience_as_keras():
+    assert stop_epoch(EarlyStopping(patience=0, check_finite=False), [math.nan, 1.0, 1.0]) == 3
+
+
+def test_stop_reason_names_the_criterion():
+    stopper = EarlyStopping("GL", alpha=5.0)
+    assert stopper.stop_reason is None
+    stop_epoch(stopper, VAL)
+    assert stopper.stop_reason.startswith("GL")
+    stopper = EarlyStopping(patience=3)
+    stop_epoch(stopper, VAL)
+    assert stopper.stop_reason == "patience: no improvement of the validation loss in 3 epochs (best 0.65 at epoch 4)"
+
+
+RESUME_CASES = [
+    dict(patience=0), dict(patience=3, min_delta=0.01), dict(patience=4, baseline=0.6),
+    dict(criterion="GL", alpha=3.0), dict(criterion="PQ", alpha=0.1, strip=3), dict(criterion="UP", strip=2, s=2),
+    dict(patience=20, stopping_threshold=0.655), dict(patience=20, divergence_threshold=0.79),
+    dict(patience=20, check_finite=True),
+]
+RESUME_VAL = [1.0, 0.8, 0.7, 0.65, 0.66, 0.67, 0.70, 0.72, 0.75, 0.80, math.inf, 0.9]
+
+
+@pytest.mark.parametrize("kwargs", RESUME_CASES, ids=str)
+def test_state_dict_resumes_bit_identically_through_json(kwargs):
+    straight = EarlyStopping(**kwargs)
+    expected = stop_epoch(straight, RESUME_VAL)
+    assert expected is not None
+    for cut in range(1, expected):
+        first = EarlyStopping(**kwargs)
+        assert stop_epoch(first, RESUME_VAL[:cut]) is None
+        saved = first.state_dict()
+        text = json.dumps(saved)
+        first.update(cut + 1, 1.0, RESUME_VAL[cut])
+        assert json.dumps(saved) == text, "state_dict must be a snapshot"
+        resumed = EarlyStopping()
+        resumed.load_state_dict(json.loads(text))
+        assert stop_epoch(resumed, RESUME_VAL[cut:], start=cut + 1) == expected
+        assert json.dumps(resumed.state_dict()) == json.dumps(straight.state_dict())
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="criterion must be one of"):
         EarlyStopping("GLX")
-    with pytest.raises(ValueError, match="patience must be >= 1"):
-        EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="patience must be an int >= 0, got -1"):
+        EarlyStopping(patience=-1)
+    with pytest.raises(ValueError, match="baseline applies to criterion='patience' only"):
+        EarlyStopping("GL", baseline=0.5)
+    with pytest.raises(ValueError, match="stopping_threshold must be a number, got nan"):
+        EarlyStopping(stopping_threshold=math.nan)
+    with pytest.raises(ValueError, match="baseline must be a finite number, got inf"):
+        EarlyStopping(baseline=math.inf)
+    with pytest.raises(ValueError, match="stopping_threshold 1.0 must be below divergence_threshold 0.5"):
+        EarlyStopping(stopping_threshold=1.0, divergence_threshold=0.5)
+    with pytest.raises(ValueError, match="check_finite must be True or False"):
+        EarlyStopping(check_finite="yes")
 
 
 class ScriptedLoss(nn.CrossEntropyLoss):

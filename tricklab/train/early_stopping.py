@@ -9,6 +9,22 @@ E_tr the training loss and strips of k epochs (Prechelt 1998)::
                stop when GL(t) / P_k(t) > alpha, checked at the end of each strip
     UP_s       stop when E_va rose at the end of each of s successive strips
 
+Besides the criterion, each epoch checks, in this order (Lightning's ``EarlyStopping``)::
+
+    check_finite           stop when E_va(t) is NaN or infinite
+    stopping_threshold     stop as soon as E_va(t) < stopping_threshold (good enough)
+    divergence_threshold   stop as soon as E_va(t) > divergence_threshold (diverged)
+
+The patience criterion is Keras' (``keras.callbacks.EarlyStopping``), ``baseline`` and
+``patience=0`` included. Every epoch adds 1 to the count ``wait``; an improvement sets the best
+and resets ``wait`` to 0 only if it also beats the baseline (``E_va < baseline - min_delta``);
+an epoch without improvement stops once ``wait >= patience``, except on the first epoch. So
+``patience=0`` stops at the first epoch without improvement, and if no epoch beats the baseline,
+training stops at the first epoch without improvement from epoch ``patience`` on. Like Keras
+(whose docstring says "training will run for patience epochs"), an epoch that improves on the
+best but not on the baseline never stops training itself. ``stop_reason`` says, after a stop,
+which rule fired and with which values, for the log.
+
 References:
     Prechelt, L. "Early Stopping - But When?" In Neural Networks: Tricks of the Trade, 1998.
 """
@@ -16,6 +32,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 CRITERIA = ("patience", "GL", "PQ", "UP")
 
@@ -23,48 +40,79 @@ CRITERIA = ("patience", "GL", "PQ", "UP")
 class EarlyStopping:
     """Decide after every epoch whether to stop; remember the best epoch.
 
-    ``update(epoch, train_loss, val_loss)`` returns True when training should stop. The best
-    epoch is the one with the lowest validation loss (improvement by more than ``min_delta``).
-    ``monitor="error"`` asks the trainer to pass error rates (1 - accuracy) instead of losses:
-    a validation loss can rise while the accuracy still improves (over-confident mistakes).
+    ``update(epoch, train_loss, val_loss)`` returns True when training should stop; then
+    ``stopped_epoch`` is that epoch and ``stop_reason`` says why. The best epoch is the one with
+    the lowest validation loss (improvement by more than ``min_delta``); a non-finite value is
+    never the best when ``check_finite``. Unlike Lightning, which leaves its best score alone
+    when a threshold stops, an epoch that reaches ``stopping_threshold`` is recorded as the best
+    if it improves on it, so ``restore_best`` keeps it. ``monitor="error"`` asks the trainer to
+    pass error rates (1 - accuracy) instead of losses: a validation loss can rise while the
+    accuracy still improves (over-confident mistakes).
     """
 
     def __init__(self, criterion: str = "patience", patience: int = 5, min_delta: float = 0.0,
                  alpha: float = 5.0, strip: int = 5, s: int = 3, restore_best: bool = True,
-                 monitor: str = "loss"):
+                 monitor: str = "loss", *, baseline: float | None = None, check_finite: bool = True,
+                 stopping_threshold: float | None = None, divergence_threshold: float | None = None):
         if monitor not in ("loss", "error"):
             raise ValueError(f"early stopping monitor must be 'loss' or 'error', got {monitor!r}")
         self.monitor = monitor
         if criterion not in CRITERIA:
             raise ValueError(f"early stopping criterion must be one of {CRITERIA}, got {criterion!r}")
-        if patience < 1:
-            raise ValueError(f"early stopping patience must be >= 1, got {patience}")
+        if not isinstance(patience, numbers.Integral) or isinstance(patience, bool) or patience < 0:
+            raise ValueError(f"early stopping patience must be an int >= 0, got {patience!r}")
         if min_delta < 0:
             raise ValueError(f"early stopping min_delta must be >= 0, got {min_delta}")
         if alpha <= 0 or strip < 1 or s < 1:
             raise ValueError(f"early stopping needs alpha > 0, strip >= 1, s >= 1; got {alpha}, {strip}, {s}")
+        _check_thresholds(criterion, baseline, check_finite, stopping_threshold, divergence_threshold)
         self.criterion, self.patience, self.min_delta = criterion, int(patience), float(min_delta)
         self.alpha, self.strip, self.s, self.restore_best = float(alpha), int(strip), int(s), restore_best
+        self.baseline = None if baseline is None else float(baseline)
+        self.check_finite = check_finite
+        self.stopping_threshold = None if stopping_threshold is None else float(stopping_threshold)
+        self.divergence_threshold = None if divergence_threshold is None else float(divergence_threshold)
         self.best_loss, self.best_epoch, self.wait = math.inf, -1, 0
         self.train_losses: list[float] = []
         self.val_losses: list[float] = []
         self.ups = 0
         self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
 
     def improved(self, val_loss: float) -> bool:
         return val_loss < self.best_loss - self.min_delta
 
+    def beats_baseline(self, val_loss: float) -> bool:
+        return self.baseline is None or val_loss < self.baseline - self.min_delta
+
     def update(self, epoch: int, train_loss: float, val_loss: float) -> bool:
+        val_loss = float(val_loss)
         self.train_losses.append(float(train_loss))
-        self.val_losses.append(float(val_loss))
-        if self.improved(val_loss):
-            self.best_loss, self.best_epoch, self.wait = float(val_loss), epoch, 0
+        self.val_losses.append(val_loss)
+        if self.check_finite and not math.isfinite(val_loss):
+            reason = f"check_finite: the validation {self.monitor} is {val_loss}, not finite"
         else:
-            self.wait += 1
-        stop = getattr(self, f"_stop_{self.criterion}")()
-        if stop:
-            self.stopped_epoch = epoch
-        return stop
+            reason = self._count_and_check(epoch, val_loss)
+        if reason is not None:
+            self.stopped_epoch, self.stop_reason = epoch, reason
+        return reason is not None
+
+    def _count_and_check(self, epoch: int, val_loss: float) -> str | None:
+        """Keras' count of epochs, then the thresholds, then the criterion: the reason to stop or None."""
+        improved = self.improved(val_loss)
+        self.wait += 1
+        if improved:
+            self.best_loss, self.best_epoch = val_loss, epoch
+            if self.beats_baseline(val_loss):
+                self.wait = 0
+        name = f"the validation {self.monitor} {val_loss:.4g}"
+        if self.stopping_threshold is not None and val_loss < self.stopping_threshold:
+            return f"stopping_threshold: {name} is below stopping_threshold {self.stopping_threshold:g}"
+        if self.divergence_threshold is not None and val_loss > self.divergence_threshold:
+            return f"divergence_threshold: {name} is above divergence_threshold {self.divergence_threshold:g}"
+        if self.criterion == "patience":
+            return self._stop_patience(improved)
+        return getattr(self, f"_stop_{self.criterion}")()
 
     def generalization_loss(self) -> float:
         """GL(t) = 100 (E_va(t) / E_opt(t) - 1)."""
@@ -80,28 +128,62 @@ class EarlyStopping:
     def _end_of_strip(self) -> bool:
         return len(self.val_losses) % self.strip == 0
 
-    def _stop_patience(self) -> bool:
-        return self.wait >= self.patience
+    def _stop_patience(self, improved: bool) -> str | None:
+        if improved or self.wait < self.patience or len(self.val_losses) == 1:
+            return None
+        best = f"best {self.best_loss:.4g} at epoch {self.best_epoch}"
+        if not self.beats_baseline(self.best_loss):
+            return (f"patience: the validation {self.monitor} did not beat the baseline {self.baseline:g} "
+                    f"in {self.wait} epochs ({best})")
+        return f"patience: no improvement of the validation {self.monitor} in {self.wait} epochs ({best})"
 
-    def _stop_GL(self) -> bool:
-        return self.generalization_loss() > self.alpha
+    def _stop_GL(self) -> str | None:
+        gl = self.generalization_loss()
+        return f"GL: generalization loss {gl:.4g} > alpha {self.alpha:g}" if gl > self.alpha else None
 
-    def _stop_PQ(self) -> bool:
+    def _stop_PQ(self) -> str | None:
         if not self._end_of_strip():
-            return False
+            return None
         progress = self.training_progress()
-        return progress > 0 and self.generalization_loss() / progress > self.alpha
+        if progress > 0 and self.generalization_loss() / progress > self.alpha:
+            return f"PQ: GL / P_{self.strip} = {self.generalization_loss() / progress:.4g} > alpha {self.alpha:g}"
+        return None
 
-    def _stop_UP(self) -> bool:
+    def _stop_UP(self) -> str | None:
         if not self._end_of_strip() or len(self.val_losses) <= self.strip:
-            return False
+            return None
         rose = self.val_losses[-1] > self.val_losses[-1 - self.strip]
         self.ups = self.ups + 1 if rose else 0
-        return self.ups >= self.s
+        if self.ups >= self.s:
+            return f"UP: the validation {self.monitor} rose in {self.ups} successive strips of {self.strip} epochs"
+        return None
 
     def state_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items()}
+        """Every attribute, lists copied: a snapshot from which ``load_state_dict`` resumes exactly."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in vars(self).items()}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
             setattr(self, k, list(v) if isinstance(v, list) else v)
+
+
+def _check_thresholds(criterion, baseline, check_finite, stopping_threshold, divergence_threshold) -> None:
+    """ValueError naming the argument among the Keras and Lightning extras that cannot work."""
+    if not isinstance(check_finite, bool):
+        raise ValueError(f"early stopping check_finite must be True or False, got {check_finite!r}")
+    if baseline is not None:
+        if not _is_number(baseline) or not math.isfinite(baseline):
+            raise ValueError(f"early stopping baseline must be a finite number, got {baseline!r}")
+        if criterion != "patience":
+            raise ValueError(f"early stopping baseline applies to criterion='patience' only, got {criterion!r}")
+    for name, value in (("stopping_threshold", stopping_threshold), ("divergence_threshold", divergence_threshold)):
+        if value is not None and (not _is_number(value) or math.isnan(value)):
+            raise ValueError(f"early stopping {name} must be a number, got {value!r}")
+    both = stopping_threshold is not None and divergence_threshold is not None
+    if both and stopping_threshold >= divergence_threshold:
+        raise ValueError(f"early stopping stopping_threshold {stopping_threshold!r} must be below "
+                         f"divergence_threshold {divergence_threshold!r}: otherwise every value stops training")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
