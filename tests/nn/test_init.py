@@ -10,6 +10,10 @@ SHAPE = (400, 300)  # fan_out, fan_in
 FAN_IN, FAN_OUT = 300, 400
 
 
+def _ulps_of(bound):
+    return 4 * np.finfo(np.float64).eps * bound
+
+
 def _assert_var(w, expected):
     # the sample variance of n iid draws has relative standard error about sqrt(2/n)
     assert abs(w.var() / expected - 1) < 6 * math.sqrt(2 / w.size)
@@ -34,6 +38,59 @@ def test_gains_match_torch():
     for name in ("linear", "sigmoid", "tanh", "relu"):
         assert init.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
     assert init.calculate_gain("leaky_relu", 0.3) == pytest.approx(torch.nn.init.calculate_gain("leaky_relu", 0.3))
+
+
+def _torch_bound_and_std(shape, a, mode="fan_in"):
+    """torch's kaiming bound and std, from torch's own gain and fan functions."""
+    import torch
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    gain = torch.nn.init.calculate_gain("leaky_relu", a)  # kaiming_*_'s default nonlinearity
+    fan = fan_in if mode == "fan_in" else fan_out
+    return gain * math.sqrt(3.0 / fan), gain / math.sqrt(fan)
+
+
+@pytest.mark.parametrize("a", [0.0, 0.2, math.sqrt(5)])
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
+def test_kaiming_defaults_match_torch_so_that_a_counts(a, mode):
+    bound, std = _torch_bound_and_std(SHAPE, a, mode)
+    # the same draws: bounds an ulp apart give U[-b, b] = -b + 2b U a few ulps of b apart
+    np.testing.assert_allclose(init.kaiming_uniform(SHAPE, a=a, mode=mode, rng=5, dtype=np.float64),
+                               np.random.default_rng(5).uniform(-bound, bound, SHAPE), rtol=0, atol=_ulps_of(bound))
+    np.testing.assert_allclose(init.kaiming_normal(SHAPE, a=a, mode=mode, rng=5, dtype=np.float64),
+                               std * np.random.default_rng(5).standard_normal(SHAPE), rtol=1e-14)
+
+
+def test_kaiming_uniform_with_a_sqrt5_is_torchs_linear_default():
+    import torch
+    bound, _ = _torch_bound_and_std(SHAPE, math.sqrt(5))
+    w = torch.nn.init.kaiming_uniform_(torch.empty(SHAPE, dtype=torch.float64), a=math.sqrt(5))
+    assert 0.999 * bound < w.abs().max().item() <= bound  # the bound is torch's
+    assert torch.nn.Linear(FAN_IN, FAN_OUT).weight.abs().max().item() <= 1 / math.sqrt(FAN_IN)
+    np.testing.assert_allclose(init.kaiming_uniform(SHAPE, a=math.sqrt(5), rng=6, dtype=np.float64),
+                               init.default_linear(SHAPE, rng=6, dtype=np.float64), rtol=0, atol=_ulps_of(bound))
+
+
+def test_named_kaiming_inits_keep_the_relu_gain():
+    """Configs' init="kaiming_uniform" meant He's ReLU gain sqrt(2): a = 0 gives it bit for bit."""
+    for name in ("kaiming_uniform", "kaiming_normal"):
+        layer = nn.Linear(300, 400, init=name, rng=8)
+        np.testing.assert_array_equal(layer.weight.data, init.INITIALIZERS[name](SHAPE, nonlinearity="relu", rng=8))
+
+
+@pytest.mark.parametrize("param", [True, False, [0.1], {"slope": 0.1}, "0.1"])
+def test_leaky_relu_gain_refuses_what_torch_refuses(param):
+    import torch
+    with pytest.raises(ValueError):
+        torch.nn.init.calculate_gain("leaky_relu", param)
+    with pytest.raises(ValueError, match="negative slope"):
+        init.calculate_gain("leaky_relu", param)
+
+
+def test_leaky_relu_gain_accepts_numbers():
+    import torch
+    for param in (None, 0, 1, 0.3, np.float32(0.25), np.int64(2)):
+        expected = torch.nn.init.calculate_gain("leaky_relu", None if param is None else float(param))
+        assert init.calculate_gain("leaky_relu", param) == pytest.approx(expected, rel=1e-15)
 
 
 @pytest.mark.parametrize("shape", [(5, 9), (9, 5), (6, 6)])

@@ -10,6 +10,7 @@ activations and gradients keep their variance from layer to layer.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
@@ -27,9 +28,13 @@ _GAINS = {
 def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> float:
     """Recommended gain for a nonlinearity, as ``torch.nn.init.calculate_gain``.
 
-    linear/sigmoid: 1, tanh: 5/3, relu: sqrt(2), leaky_relu(a): sqrt(2 / (1 + a^2)).
+    linear/sigmoid: 1, tanh: 5/3, relu: sqrt(2), leaky_relu(a): sqrt(2 / (1 + a^2)) with a = ``param``
+    (0.01 if None). As torch, a slope that is not a number (a bool, a list, a string) is a
+    ValueError; unlike torch, NumPy scalars count as numbers.
     """
     if nonlinearity == "leaky_relu":
+        if param is not None and (isinstance(param, (bool, np.bool_)) or not isinstance(param, Real)):
+            raise ValueError(f"calculate_gain: the leaky_relu negative slope must be a number, got {param!r}")
         slope = 0.01 if param is None else float(param)
         return math.sqrt(2.0 / (1.0 + slope**2))
     if nonlinearity not in _GAINS:
@@ -66,17 +71,21 @@ def xavier_normal(shape, gain: float = 1.0, rng: RngLike = None, dtype=np.float3
     return (std * as_generator(rng).standard_normal(size=shape)).astype(dtype)
 
 
-def kaiming_uniform(shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "relu",
+def kaiming_uniform(shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
                     rng: RngLike = None, dtype=np.float32) -> np.ndarray:
-    """He et al. 2015: W ~ U[-b, b], b = gain * sqrt(3 / fan), gain from ``nonlinearity`` (slope a)."""
+    """He et al. 2015: W ~ U[-b, b], b = gain * sqrt(3 / fan), gain = ``calculate_gain(nonlinearity, a)``.
+
+    The default nonlinearity is torch's, leaky_relu with slope ``a``: gain sqrt(2 / (1 + a^2)), so
+    a = 0 is He's ReLU gain sqrt(2) and a = sqrt(5) gives b = 1/sqrt(fan_in), torch's Linear default.
+    """
     gain = calculate_gain(nonlinearity, a)
     bound = gain * math.sqrt(3.0 / _fan(shape, mode))
     return as_generator(rng).uniform(-bound, bound, size=shape).astype(dtype)
 
 
-def kaiming_normal(shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "relu",
+def kaiming_normal(shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
                    rng: RngLike = None, dtype=np.float32) -> np.ndarray:
-    """He et al. 2015: W ~ N(0, std^2), std = gain / sqrt(fan)."""
+    """He et al. 2015: W ~ N(0, std^2), std = gain / sqrt(fan), the gain as in :func:`kaiming_uniform`."""
     gain = calculate_gain(nonlinearity, a)
     std = gain / math.sqrt(_fan(shape, mode))
     return (std * as_generator(rng).standard_normal(size=shape)).astype(dtype)
