@@ -45,3 +45,17 @@ def test_a_seed_grid_is_refused_with_the_option_to_use(tiny_config, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("tricklab: error: --grid run.seed") and "use --seeds K" in err
     assert err.count("\n") == 1 and not out.exists()
+
+
+def test_every_argument_of_the_lab_commands_has_a_help_line():
+    import argparse
+
+    from tricklab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("sweep", "ablate", "reproduce", "report"):
+        parser = sub.choices[command]
+        missing = [a.option_strings[-1] if a.option_strings else a.dest for a in parser._actions
+                   if not a.help or a.help == argparse.SUPPRESS]
+        assert not missing, f"tricklab {command}: no help for {missing}"
+        assert parser.description or any(c.dest == command and c.help for c in sub._choices_actions)

@@ -102,14 +102,16 @@ def cmd_report(args) -> int:
 def _common(p, backend: bool = True) -> None:
     p.add_argument("config", help="TOML configuration file (the base of every trial)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the base")
-    p.add_argument("--seeds", type=int, default=1 if backend else 3, help="seeds per configuration")
-    p.add_argument("--workers", type=int, default=None, help="trials at once (default: the machine's cores)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None,
+    p.add_argument("--seeds", type=int, default=1 if backend else 3, metavar="K",
+                   help=f"seeds per configuration: run.seed, ..., run.seed + K - 1 (default: {1 if backend else 3})")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="trials at once (default: the machine's cores)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where trials run: a pool of processes on this machine, or Ray tasks (default: local)")
+    p.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="give up joining --address after this long if nothing answers there (default: 30)")
-    p.add_argument("--out", default=None, help="folder (default: runs/<kind>-<name>-<hash of the command>)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder (default: runs/<kind>-<name>-<hash of the command>)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
 
 
@@ -126,10 +128,11 @@ def register(sub) -> None:
 
     ab = sub.add_parser("ablate", help="baseline, each trick alone, each trick removed; over seeds")
     _common(ab, backend=False)
-    ab.add_argument("--tricks", required=True,
+    ab.add_argument("--tricks", required=True, metavar="T1,T2,...",
                     help="comma-separated: batchnorm,dropout,weight_decay,clipping,augmentation,input_norm,early_stopping")
-    ab.add_argument("--target", type=float, default=None,
-                    help="validation accuracy for 'epochs to target' (default: what every baseline seed reaches)")
+    ab.add_argument("--target", type=float, default=None, metavar="ACC",
+                    help="validation accuracy in [0, 1] for 'epochs to target' "
+                         "(default: what every baseline seed reaches)")
     ab.add_argument("--on", action="append", default=[], metavar="KEY=VALUE",
                     help="the value a trick's key takes when the trick is on, e.g. model.dropout=0.5")
     ab.set_defaults(func=cmd_ablate)
@@ -138,12 +141,12 @@ def register(sub) -> None:
     rp.add_argument("name", nargs="?", help="which reproduction")
     rp.add_argument("--list", action="store_true", help="list the reproductions")
     rp.add_argument("--quick", action="store_true", help="the small size (under two minutes)")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--seed", type=int, default=0, help="seed of the reproduction's runs (default: 0)")
     rp.add_argument("--data-root", default=None, help="folder with the MNIST files (default: $TRICKLAB_DATA, cache)")
     rp.add_argument("--out", default=None, help="folder (default: runs/reproduce-NAME-SIZE)")
-    rp.add_argument("--no-report", action="store_true")
+    rp.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     rp.set_defaults(func=cmd_reproduce)
 
     rep = sub.add_parser("report", help="HTML page and PNG figures of a run, sweep, ablation or reproduction folder")
-    rep.add_argument("dir")
+    rep.add_argument("dir", help="a run, sweep, ablation or reproduction folder; the page goes to DIR/report.html")
     rep.set_defaults(func=cmd_report)
