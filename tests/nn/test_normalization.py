@@ -67,6 +67,49 @@ def test_running_statistics_match_torch_over_steps(rng, momentum):
         np.testing.assert_allclose(net.state_dict()[key], state[key].numpy(), rtol=1e-12, err_msg=key)
 
 
+def test_reset_running_stats_and_parameters_match_torch(rng):
+    net = _net(rng, np.float64, momentum=None)
+    twin = torch_twin(net)
+    for step in range(3):
+        x = rng.standard_normal((8, 5)) * 2 + step
+        net(x)
+        twin(torch.from_numpy(x))
+    bn, twin_bn = net[1], twin[1]
+    bn.weight.data[...], bn.bias.data[...] = 3.0, -2.0
+    bn.reset_running_stats()
+    twin_bn.reset_running_stats()
+    np.testing.assert_array_equal(bn.weight.data, 3.0)  # the statistics only
+    for key, value in twin_bn.state_dict().items():
+        if key.startswith("running") or key == "num_batches_tracked":
+            np.testing.assert_array_equal(bn.state_dict()[key], value.numpy(), err_msg=key)
+    net(rng.standard_normal((8, 5)))
+    bn.reset_parameters()
+    twin_bn.reset_parameters()
+    for key, value in twin_bn.state_dict().items():
+        np.testing.assert_array_equal(bn.state_dict()[key], value.numpy(), err_msg=key)
+    assert bn.running_mean.dtype == np.float64 and bn.num_batches_tracked.dtype == np.int64
+    momentum_none = bn.state_dict()
+    net(x)  # the cumulative average starts over: its first batch gives the batch statistics
+    twin(torch.from_numpy(x))
+    np.testing.assert_allclose(bn.running_mean, twin_bn.running_mean.numpy(), rtol=1e-12)
+    assert int(momentum_none["num_batches_tracked"]) == 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_training_input_is_an_error_and_leaves_the_statistics(rng, bad):
+    bn = nn.BatchNorm1d(6)
+    bn(rng.standard_normal((8, 6)).astype(np.float32))
+    before = bn.state_dict()
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    x[3, 4] = bad
+    with pytest.raises(FloatingPointError, match=r"BatchNorm1d\(6\) got NaN or inf in feature \[4\] of its "
+                                                 r"training input of shape \(8, 6\)"):
+        bn(x)
+    for key, value in before.items():
+        np.testing.assert_array_equal(bn.state_dict()[key], value, err_msg=key)
+    bn.eval()(x)  # at inference a NaN is the caller's to see, as in every other layer
+
+
 def test_batch_of_one_in_training_is_an_error():
     with pytest.raises(ValueError, match=r"more than 1 value per feature when training, got input of shape \(1, 4\)"):
         nn.BatchNorm1d(4)(np.zeros((1, 4), dtype=np.float32))

@@ -43,6 +43,9 @@ class BatchNorm1d(Module):
     ``units``: the lecture notes batch norm may be applied to selected neurons only. With an index
     set, only those features are normalized (``weight``, ``bias`` and the statistics then have
     ``len(units)`` entries); the others pass through unchanged in both directions.
+
+    A NaN or inf in a training batch raises ``FloatingPointError`` before the running statistics
+    see it (one such value makes the batch mean, and so every later inference, NaN).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -65,6 +68,19 @@ class BatchNorm1d(Module):
         self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         self._collector = None
 
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0, in place (as torch)."""
+        self.running_mean[...] = 0
+        self.running_var[...] = 1
+        self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        """The running statistics reset, and gamma = 1, beta = 0 (as torch)."""
+        self.reset_running_stats()
+        if self.affine:
+            self.weight.data[...] = 1
+            self.bias.data[...] = 0
+
     def _check_units(self, units) -> np.ndarray:
         idx = np.unique(np.asarray(units, dtype=np.int64).ravel())
         if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_features:
@@ -86,6 +102,7 @@ class BatchNorm1d(Module):
                 )
             # mu, var (biased), inv_std = 1/sqrt(var + eps), u = (z - mu) inv_std, out = gamma u + beta
             out, mu, var, inv_std = K.batchnorm_train(z, gamma, beta, self.eps)
+            self._check_finite(mu, x.shape)
             if self._collector is not None:
                 self._collector.append((mu, var, z.shape[0]))
             elif self.training:
@@ -101,6 +118,17 @@ class BatchNorm1d(Module):
         y = x.copy()
         y[:, self.units] = out
         return y
+
+    def _check_finite(self, mu: np.ndarray, shape: tuple[int, ...]) -> None:
+        """A NaN or inf anywhere in a feature's column makes its batch mean NaN or inf: no extra pass."""
+        if not np.isfinite(mu).all():
+            features = np.flatnonzero(~np.isfinite(mu))
+            if self.units is not None:
+                features = self.units[features]
+            listed = ", ".join(map(str, features[:5].tolist())) + (", ..." if len(features) > 5 else "")
+            which = f"feature [{listed}]" if len(features) == 1 else f"{len(features)} features [{listed}]"
+            raise FloatingPointError(f"BatchNorm1d({self.num_features}) got NaN or inf in {which} of its "
+                                     f"training input of shape {shape}")
 
     def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
         self.num_batches_tracked += 1

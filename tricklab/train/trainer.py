@@ -111,7 +111,10 @@ class Trainer:
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, int]:
         """Forward, full backward, clip, step. Returns (loss, penalty, number correct)."""
         self.optimizer.zero_grad()
-        out = self.model(xb)
+        try:
+            out = self.model(xb)
+        except FloatingPointError:  # batch norm refuses a NaN or inf before its statistics take it in
+            self._fail("model output")
         if not np.all(np.isfinite(out)):
             self._fail("model output")
         value = self.loss(out, yb)
