@@ -78,3 +78,59 @@ def test_ablation_report(tiny_config, tmp_path):
 def test_not_a_lab_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run, sweep"):
         write_report(tmp_path)
+
+
+def _rows(tests: dict[int, list[float]], epochs: int = 3) -> list[dict]:
+    """Finished trials of ablation points: point -> test accuracy of each seed, with short histories."""
+    return [{"point": p, "status": "done", "metrics": {"test_accuracy": acc, "val_accuracy": acc, "epochs_run": epochs},
+             "history": [{"epoch": e, "val_accuracy": acc - 0.01 * (epochs - e)} for e in range(1, epochs + 1)]}
+            for p, accs in tests.items() for acc in accs]
+
+
+def _integer_ticks(ax) -> bool:
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    return len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_accuracy_bars_start_at_zero():
+    from tricklab.lab.report import ablation_bars
+
+    # close accuracies, where a cut axis would make 0.4 points look like a factor of two
+    fig = ablation_bars(_rows({0: [0.971, 0.973], 1: [0.975, 0.977]}), ["baseline", "+ dropout"])
+    (ax,) = fig.axes
+    assert ax.get_xlim()[0] == 0.0 and ax.get_xlim()[1] >= 97.7
+    assert "cut" not in ax.get_xlabel()
+
+
+def test_curve_plots_have_integer_epoch_ticks(tmp_path):
+    from tricklab.lab.report import ablation_curves, sweep_curves
+    from tricklab.report.plots import history_figure
+
+    rows = _rows({0: [0.9, 0.91], 1: [0.92]})
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_accuracy": 0.5 + 0.1 * e,
+                "val_accuracy": 0.5 + 0.09 * e} for e in (1, 2, 3)]
+    figures = {"run": history_figure(history), "ablation": ablation_curves(rows, ["baseline", "+ dropout"], 0.9),
+               "sweep": sweep_curves({"table": [{"point": 0, "label": "a", "val_accuracy": 0.9},
+                                                {"point": 1, "label": "b", "val_accuracy": 0.92}]}, rows)}
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "epoch" and _integer_ticks(ax), (name, list(ax.get_xticks()))
+
+
+def test_one_seed_shows_the_value_alone_with_n_1(tmp_path):
+    from tricklab.lab.ablate import markdown, summarize
+
+    logged = []
+    out = tmp_path / "sweep"
+    run_sweep(config_.resolve({"data": {"name": "mnist1d"}}), grid.make_space(["optimizer.lr=0.001,0.01"]), out=out,
+              seeds=1, workers=1, trial_fn="tests.lab.test_sweep:planted_trial",
+              test_fn="tests.lab.test_sweep:planted_test", log=logged.append)
+    page = write_report(out).read_text()
+    assert "±" not in page and "±" not in "\n".join(logged)
+    assert "90.00 (n=1)%" not in page and "validation accuracy 90.00% (n=1)" in page
+    assert re.search(r'<td class="num">90\.00 \(n=1\)</td>', page)
+    table, target = summarize(_rows({0: [0.9], 1: [0.95, 0.97]}), ["baseline", "+ dropout"])
+    md = markdown(table, target)
+    baseline = next(line for line in md.splitlines() if line.startswith("| baseline |"))
+    assert baseline.startswith("| baseline | 90.00 (n=1) | 90.00 (n=1) |") and "±" not in baseline
+    assert "| + dropout | 96.00 ± 1.41 | 96.00 ± 1.41 |" in md  # two seeds keep their spread

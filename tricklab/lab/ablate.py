@@ -146,19 +146,17 @@ def summarize(rows: list[dict], names: list[str], index: dict[str, int] | None =
 
 
 def markdown(table: list[dict], target: float) -> str:
-    def pm(m, s, pct=True):
-        if m is None:
-            return "—"
-        return f"{100 * m:.2f} ± {100 * s:.2f}" if pct else f"{m:.1f} ± {s:.1f}"
+    from .report import mean_sd
 
     lines = [f"| variant | validation accuracy (%) | test accuracy (%) | epochs to {target:.2%} (reached) | epochs run |",
              "|---|---|---|---|---|"]
     for e in table:
         name = e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else "")
-        ep = "—" if e["epochs_to_target"] is None else pm(e["epochs_to_target"], e["epochs_to_target_std"], False)
-        lines.append(f"| {name} | {pm(e['val_accuracy'], e['val_accuracy_std'])} | "
-                     f"{pm(e['test_accuracy'], e['test_accuracy_std'])} | {ep} ({e['reached_target']}/{e['seeds']}) | "
-                     f"{pm(e['epochs_run'], e['epochs_run_std'], False)} |")
+        n = e["seeds"]
+        ep = mean_sd(e["epochs_to_target"], e["epochs_to_target_std"], e["reached_target"], False)
+        lines.append(f"| {name} | {mean_sd(e['val_accuracy'], e['val_accuracy_std'], n)} | "
+                     f"{mean_sd(e['test_accuracy'], e['test_accuracy_std'], n)} | {ep} ({e['reached_target']}/{n}) | "
+                     f"{mean_sd(e['epochs_run'], e['epochs_run_std'], n, False)} |")
     return "\n".join(lines) + "\n"
 
 

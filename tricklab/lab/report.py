@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
+from ..report.plots import integer_epochs
 from ..train.checkpoint import atomic_write_bytes
 
 
@@ -60,10 +60,9 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, color, ls="-"):
 # ---------------------------------------------------------------------------- ablations
 _PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # red and grey mark "full" and "baseline"
 
-def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float,
-                     index: dict[str, int] | None = None) -> list[Path]:
-    """curves.png (validation accuracy, mean and min-max over seeds) and bars.png (test accuracy)."""
-    out = Path(out)
+def ablation_curves(rows: list[dict], names: list[str], target: float, index: dict[str, int] | None = None):
+    """Validation accuracy per epoch of each variant, mean and min-max over seeds; one panel for the
+    tricks added to the baseline, one for the tricks removed from the full set."""
     plt = _plt()
     index = index or {n: p for p, n in enumerate(names)}
     hist = {i: [r["history"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
@@ -79,29 +78,46 @@ def ablation_figures(out: Path, rows: list[dict], names: list[str], target: floa
             color = {"baseline": "k", "full": "C3"}.get(names[i], _PALETTE[c % len(_PALETTE)])
             _band(ax, hist[i], "val_accuracy", names[i], color, ls)
         ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:.2%}")
-        ax.set(xlabel="epoch", ylabel="validation accuracy", title=title)
+        ax.set(ylabel="validation accuracy", title=title)
+        integer_epochs(ax)
         lows = [r["val_accuracy"] for i in idx for h in hist[i] for r in h[len(h) // 4:]]
         if lows:
             ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, max(lows) + 0.01))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    paths = [_save(fig, out / "curves.png")]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    return fig
+
+
+def ablation_bars(rows: list[dict], names: list[str], index: dict[str, int] | None = None):
+    """Test accuracy per variant, mean ± std over seeds: bars from 0 (a cut axis would turn a few
+    tenths of a point into bars of very different lengths), each labelled with its value."""
+    plt = _plt()
+    index = index or {n: p for p, n in enumerate(names)}
     tests = [[r["metrics"]["test_accuracy"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
              for n in names]
     means = [100 * np.mean(t) if t else np.nan for t in tests]
     stds = [100 * np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in tests]
     colors = ["k" if n == "baseline" else "C3" if n == "full" else "C0" if n.startswith("+") else "C1" for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     ax.barh(range(len(names)), means, xerr=stds, color=colors, alpha=0.8, capsize=3)
+    for y, (t, m) in enumerate(zip(tests, means)):
+        if t:
+            ax.text(m / 2, y, mean_sd(np.mean(t), np.std(t, ddof=1) if len(t) > 1 else 0.0, len(t)) +
+                    (f" (n={len(t)})" if len(t) > 1 else ""), ha="center", va="center", color="w", fontsize=8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    finite = [m for m in means if not math.isnan(m)]
-    if finite:
-        ax.set_xlim(max(0.0, min(finite) - 3 * max(stds + [0.5])), min(100.0, max(finite) + 2 * max(stds + [0.5])))
+    ax.set_xlim(0.0, 100.0)
     ax.set(xlabel="test accuracy (%), mean ± std over seeds", title="test accuracy per variant")
     ax.grid(alpha=0.3, axis="x")
-    paths.append(_save(fig, out / "bars.png"))
-    return paths
+    return fig
+
+
+def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float,
+                     index: dict[str, int] | None = None) -> list[Path]:
+    """curves.png (``ablation_curves``) and bars.png (``ablation_bars``) in ``out``."""
+    out = Path(out)
+    return [_save(ablation_curves(rows, names, target, index), out / "curves.png"),
+            _save(ablation_bars(rows, names, index), out / "bars.png")]
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -120,21 +136,26 @@ def _axis_values(values):
     return np.asarray([cats.index(json.dumps(v)) for v in values], dtype=float), "", cats
 
 
+def sweep_curves(summary: dict, rows: list[dict]):
+    """Validation accuracy per epoch of the six best configurations, mean and min-max over seeds."""
+    fig, ax = _plt().subplots(figsize=(8, 4.5))
+    for c, e in enumerate([e for e in summary["table"] if "val_accuracy" in e][:6]):
+        hs = [r["history"] for r in rows if r["point"] == e["point"] and r["status"] == "done"]
+        _band(ax, hs, "val_accuracy", e["label"], f"C{c}")
+    ax.set(ylabel="validation accuracy", title="validation accuracy of the best configurations "
+                                               "(mean, band: min-max over seeds)")
+    integer_epochs(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
-    """curves.png (top configurations, spread over seeds) and a map of the searched keys."""
+    """curves.png (``sweep_curves``) and a map of the searched keys."""
     out = Path(out)
     plt = _plt()
     table = [e for e in summary["table"] if "val_accuracy" in e]
-    paths = []
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for c, e in enumerate(table[:6]):
-        hs = [r["history"] for r in rows if r["point"] == e["point"] and r["status"] == "done"]
-        _band(ax, hs, "val_accuracy", e["label"], f"C{c}", "-" if c else "-")
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy of the best configurations "
-                                                               "(mean, band: min-max over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "curves.png"))
+    paths = [_save(sweep_curves(summary, rows), out / "curves.png")]
     keys = summary["keys"]
     if not keys or not table:
         return paths
@@ -244,10 +265,17 @@ def _table(head: list[str], rows: list[list], classes: list[str] | None = None) 
     return "\n".join(out + ["</table>"])
 
 
-def _pm(m, s, pct=True) -> str:
-    if m is None:
+def mean_sd(mean: float | None, sd: float, n: int, percent: bool = True, unit: str = "") -> str:
+    """'mean ± sd' over n >= 2 seeds (sd with ddof=1); one seed has no spread: 'mean (n=1)'.
+
+    ``percent`` shows fractions as percentages with two decimals (else one decimal, for epochs);
+    ``unit`` follows the numbers: '97.12 ± 0.10%', '97.12% (n=1)'.
+    """
+    if mean is None or n < 1:
         return "—"
-    return f"{100 * m:.2f} ± {100 * s:.2f}" if pct else f"{m:.1f} ± {s:.1f}"
+    scale, digits = (100.0, 2) if percent else (1.0, 1)
+    text = f"{scale * mean:.{digits}f}"
+    return f"{text} ± {scale * sd:.{digits}f}{unit}" if n > 1 else f"{text}{unit} (n=1)"
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -278,11 +306,14 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
         head = ["variant", "validation accuracy (%)", "test accuracy (%)", f"epochs to {target:.2%} (reached)",
                 "epochs run"]
         trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
-                _pm(e["val_accuracy"], e["val_accuracy_std"]), _pm(e["test_accuracy"], e["test_accuracy_std"]),
-                f"{_pm(e['epochs_to_target'], e['epochs_to_target_std'], False)} ({e['reached_target']}/{e['seeds']})",
-                _pm(e["epochs_run"], e["epochs_run_std"], False)] for e in table]
+                mean_sd(e["val_accuracy"], e["val_accuracy_std"], e["seeds"]),
+                mean_sd(e["test_accuracy"], e["test_accuracy_std"], e["seeds"]),
+                f"{mean_sd(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'], False)} "
+                f"({e['reached_target']}/{e['seeds']})",
+                mean_sd(e["epochs_run"], e["epochs_run_std"], e["seeds"], False)] for e in table]
         body += ["<h2>Ablation</h2>",
-                 f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds; "
+                 f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds "
+                 "(a variant with one seed shows its value and n=1); "
                  "each trial is scored on the test split once, after training (an ablation selects nothing).</p>",
                  _table(head, trs), "<h2>Figures</h2>", _img(paths[0], "validation accuracy per epoch, mean and min-max over seeds"),
                  _img(paths[1], "test accuracy per variant"), "<h2>Variants</h2>",
@@ -298,15 +329,16 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
     final = meta.get("final")
     if final:
         best = next(e for e in table if e["point"] == final["point"])
+        n = len(final["run_dirs"])
         body += ["<h2>Chosen configuration</h2>",
                  f"<p class=\"verdict\"><b>{html.escape(best['label'])}</b>: validation accuracy "
-                 f"{_pm(final['val_accuracy'], final['val_accuracy_std'])}%, test accuracy "
-                 f"{_pm(final['test_accuracy'], final['test_accuracy_std'])}% "
-                 f"({len(final['run_dirs'])} seed(s)). Chosen on validation accuracy alone; the test split was "
+                 f"{mean_sd(final['val_accuracy'], final['val_accuracy_std'], n, unit='%')}, test accuracy "
+                 f"{mean_sd(final['test_accuracy'], final['test_accuracy_std'], n, unit='%')} "
+                 f"({n} seed(s)). Chosen on validation accuracy alone; the test split was "
                  "scored once, for this configuration only.</p>"]
     head = ["rank", *summ["keys"], "validation accuracy (%)", "validation loss", "epochs", "seeds", "seconds"]
     trs = [[str(i + 1), *[json.dumps(e["params"].get(k)) for k in summ["keys"]],
-            _pm(e.get("val_accuracy"), e.get("val_accuracy_std", 0.0)),
+            mean_sd(e.get("val_accuracy"), e.get("val_accuracy_std", 0.0), e["done"]),
             f"{e['val_loss']:.4f}" if "val_loss" in e else "—", f"{e.get('epochs_run', 0):.1f}",
             f"{e['done']}/{e['seeds']}", f"{e['seconds']:.1f}"] for i, e in enumerate(table)]
     classes = ["best" if final and e["point"] == final["point"] else "" for e in table]

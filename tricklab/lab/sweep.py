@@ -30,6 +30,7 @@ from .. import config as config_
 from ..train.checkpoint import atomic_write_bytes
 from . import grid as grid_
 from .backends import Task, make_backend
+from .report import mean_sd
 from .store import Store, Trial
 
 TRIAL_FN = "tricklab.lab.trial:run_trial"
@@ -179,9 +180,10 @@ def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seed
     summary = {"kind": "sweep", "trials": len(trials), "failed": failed, "keys": space.keys,
                "table": table, "best": {**best, **final}, "out": str(out)}
     write_outputs(out, summary, best_cfg)
-    log(f"best: {best['label']}: validation accuracy {final['val_accuracy']:.4f} ± {final['val_accuracy_std']:.4f}, "
-        f"test accuracy {final['test_accuracy']:.4f} ± {final['test_accuracy_std']:.4f} "
-        f"(test scored once, for this configuration only; {best['done']} seed(s))")
+    n = len(final["run_dirs"])
+    log(f"best: {best['label']}: validation accuracy {mean_sd(final['val_accuracy'], final['val_accuracy_std'], n, unit='%')}, "
+        f"test accuracy {mean_sd(final['test_accuracy'], final['test_accuracy_std'], n, unit='%')} "
+        f"(test scored once, for this configuration only; {n} seed(s))")
     if counts["failed"] or failed:
         log(f"warning: {failed} trial(s) failed; see the error column of {out / 'sweep.db'}; "
             "run the same command again to retry them")
