@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,29 @@ def test_backward_before_forward_is_an_error():
 def test_flatten_and_identity_match_torch(rng):
     model = nn.Sequential(nn.Flatten(), nn.Identity(), nn.Linear(12, 3, rng=rng)).to(np.float64)
     compare_forward_backward(model, rng.standard_normal((4, 3, 4)))
+
+
+@pytest.mark.parametrize("bad", [(5, 2), (4, 3), (3,), (5, 3, 1)])
+def test_linear_backward_names_both_shapes_of_a_wrong_gradient(bad):
+    layer = nn.Linear(4, 3, rng=0)
+    layer(np.zeros((5, 4), dtype=np.float32))
+    message = rf"Linear\(4, 3\)\.backward got a gradient of shape {re.escape(str(bad))}; expected the output's shape \(5, 3\)"
+    for backward in (layer.backward, layer.backward_parameters):
+        with pytest.raises(ValueError, match=message):
+            backward(np.zeros(bad, dtype=np.float32))
+    assert not layer.weight.grad.any()  # nothing was accumulated
+
+
+def test_linear_backward_accepts_the_shape_of_a_batched_output(rng):
+    layer = nn.Linear(4, 3, rng=0, dtype=np.float64)
+    layer(rng.standard_normal((2, 5, 4)))
+    assert layer.backward(rng.standard_normal((2, 5, 3))).shape == (2, 5, 4)
+
+
+def test_flatten_backward_names_both_shapes_of_a_wrong_gradient():
+    flatten = nn.Flatten()
+    flatten(np.zeros((4, 3, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Flatten\.backward got a gradient of shape \(4, 5\); expected the output's shape \(4, 6\)"):
+        flatten.backward(np.zeros((4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"got a gradient of shape \(3, 8\)"):
+        flatten.backward(np.zeros((3, 8), dtype=np.float32))  # same size, other batch

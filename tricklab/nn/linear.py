@@ -71,18 +71,26 @@ class Linear(Module):
         return z
 
     def backward(self, grad_output):
-        g = np.asarray(grad_output, dtype=self.dtype)
+        g = self._grad_output(grad_output)
         grad_input = g @ self.weight.data
         self.backward_parameters(g)
         return grad_input
 
     def backward_parameters(self, grad_output):
-        x = self._saved("_x")
-        g = np.asarray(grad_output, dtype=self.dtype)
+        x, g = self._saved("_x"), self._grad_output(grad_output)
         g2, x2 = g.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
         K.gemm_accumulate(self.weight.grad, g2.T, x2)  # dW += g^T x, one BLAS call
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
+
+    def _grad_output(self, grad_output) -> np.ndarray:
+        """dLoss/dz in the module's dtype, refused unless it has the shape of the last output."""
+        g = np.asarray(grad_output, dtype=self.dtype)
+        expected = self._saved("_x").shape[:-1] + (self.out_features,)
+        if g.shape != expected:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}).backward got a gradient of shape "
+                             f"{g.shape}; expected the output's shape {expected}")
+        return g
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -104,7 +112,7 @@ class Flatten(Module):
     def __init__(self, start_dim: int = 1, end_dim: int = -1, dtype=None):
         super().__init__(dtype=dtype)
         self.start_dim, self.end_dim = start_dim, end_dim
-        self._shape = None
+        self._shape = self._flat_shape = None
 
     def forward(self, x):
         x = self._cast_input(x)
@@ -112,7 +120,12 @@ class Flatten(Module):
         start = self.start_dim % x.ndim
         end = self.end_dim % x.ndim
         new_shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
+        self._flat_shape = new_shape
         return x.reshape(new_shape)
 
     def backward(self, grad_output):
-        return np.asarray(grad_output).reshape(self._saved("_shape"))
+        shape, g = self._saved("_shape"), np.asarray(grad_output)
+        if g.shape != self._flat_shape:
+            raise ValueError(f"Flatten.backward got a gradient of shape {g.shape}; expected the output's shape "
+                             f"{self._flat_shape}")
+        return g.reshape(shape)
