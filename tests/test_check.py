@@ -40,3 +40,20 @@ def test_gradcheck_on_a_function_with_tuple_outputs(rng):
         return (x**2, (np.sin(x),)), lambda g1, g2: 2 * x * g1 + np.cos(x) * g2[0]
 
     assert gradcheck(fn, rng.standard_normal((3, 3))).ok
+
+
+ACCEPTS = r"gradcheck accepts a tricklab\.nn\.Module or a callable f\(\*inputs\) -> \(outputs, backward\)"
+
+
+@pytest.mark.parametrize("fn", [np.tanh, lambda x: x.sum(), lambda x: (x, x), lambda x: [x, 2 * x]],
+                         ids=["array", "scalar", "two-arrays", "list"])
+def test_gradcheck_on_a_plain_callable_says_what_it_accepts(rng, fn):
+    with pytest.raises(TypeError, match=ACCEPTS + r".*returned (ndarray|float64|tuple|list)"):
+        gradcheck(fn, rng.standard_normal((2, 3)))
+
+
+@pytest.mark.parametrize("thing", ["tanh", 3.0, None])
+def test_gradcheck_on_a_non_callable_says_what_it_accepts(rng, thing):
+    with pytest.raises(TypeError, match=ACCEPTS + ".*got " + type(thing).__name__):
+        gradcheck(thing, rng.standard_normal((2, 3)))
+

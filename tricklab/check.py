@@ -64,6 +64,23 @@ def _generators(module: Module) -> list[np.random.Generator]:
     return gens
 
 
+ACCEPTS = ("gradcheck accepts a tricklab.nn.Module or a callable f(*inputs) -> (outputs, backward) whose "
+           "backward(*grads) returns the input gradients")
+
+
+def _with_backward(fn):
+    """``fn`` checked to return (outputs, backward) rather than the outputs alone."""
+
+    def run(*args):
+        result = fn(*args)
+        if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
+            raise TypeError(f"{ACCEPTS}; {getattr(fn, '__name__', type(fn).__name__)} returned "
+                            f"{type(result).__name__}, not (outputs, backward)")
+        return result
+
+    return run
+
+
 def gradcheck(fn_or_module, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-4,
               check_inputs: bool = True, check_params: bool = True, max_per_tensor: int = 64,
               seed: int = 0, raise_exception: bool = True) -> GradcheckResult:
@@ -72,7 +89,7 @@ def gradcheck(fn_or_module, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol
     ``fn_or_module`` is a :class:`~tricklab.nn.Module` (checked on a float64 deep copy, whatever its
     dtype; its random generators are rewound before every forward pass, so dropout-like layers
     reuse one mask) or a callable ``f(*inputs) -> (outputs, backward)`` where ``backward(*grads)``
-    returns the input gradients. Outputs may be an array or a nested tuple of arrays; ``backward``
+    returns the input gradients (one that returns its outputs alone is a ``TypeError``). Outputs may be an array or a nested tuple of arrays; ``backward``
     then receives the gradients in the same structure (as ``RNN.backward(grad_output, grad_state)``).
     Up to ``max_per_tensor`` randomly chosen elements of each tensor are checked. Returns the
     result with the worst element; raises :class:`GradcheckError` on failure unless
@@ -97,8 +114,10 @@ def gradcheck(fn_or_module, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol
             return out, backward
 
         params = list(module.named_parameters()) if check_params else []
+    elif callable(fn_or_module):
+        module, run, params = None, _with_backward(fn_or_module), []
     else:
-        module, run, params = None, fn_or_module, []
+        raise TypeError(f"{ACCEPTS}; got {type(fn_or_module).__name__}")
 
     out, _ = run(*xs)
     probes = [rng.standard_normal(leaf.shape) for leaf in _leaves(out)]
