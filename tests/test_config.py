@@ -59,8 +59,7 @@ def test_parse_value():
     assert config.parse_value("adam") == "adam"
 
 
-FLOAT_KEYS = [f"{s}.{n}" for s, keys in config.SCHEMA.items() for n, k in keys.items()
-              if k.type is float or (isinstance(k.type, tuple) and float in k.type)]
+FLOAT_KEYS = [f"{s}.{n}" for s, keys in config.SCHEMA.items() for n, k in keys.items() if k.type is float]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
@@ -142,3 +141,32 @@ def test_keys_that_do_not_apply_to_the_model_are_refused(doc, key, chosen):
 ])
 def test_keys_that_apply_are_accepted(doc):
     config.resolve(doc)
+
+
+def test_early_stopping_extras_are_optional_floats_left_out_of_the_toml(tmp_path):
+    cfg = config.resolve({})
+    e = cfg["early_stopping"]
+    assert (e["baseline"], e["stopping_threshold"], e["divergence_threshold"], e["check_finite"]) == (None, None, None, True)
+    text = config.dumps(cfg)
+    assert "baseline" not in text and "threshold" not in text  # TOML has no null: an unset key is absent
+    path = tmp_path / "resolved.toml"
+    path.write_text(text)
+    assert config.load(path) == cfg
+    set_ = config.load(path, ["early_stopping.baseline=0.5", "early_stopping.divergence_threshold=3",
+                              "early_stopping.patience=0", "early_stopping.check_finite=false"])
+    assert set_["early_stopping"]["divergence_threshold"] == 3.0 and set_["early_stopping"]["patience"] == 0
+    path.write_text(config.dumps(set_))
+    assert config.load(path) == set_
+    assert config.resolve({"early_stopping": {"baseline": None}}) == cfg
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"early_stopping": {"criterion": "GL", "baseline": 0.5}},
+     r'^early_stopping.baseline = 0.5 does not apply with early_stopping.criterion = "GL"'),
+    ({"early_stopping": {"stopping_threshold": 0.5, "divergence_threshold": 0.5}},
+     r"^early_stopping.stopping_threshold = 0.5 must be below early_stopping.divergence_threshold = 0.5"),
+    ({"early_stopping": {"patience": -1}}, r"^early_stopping.patience must be >= 0"),
+])
+def test_early_stopping_extras_that_cannot_work(doc, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.resolve(doc)

@@ -247,3 +247,14 @@ def test_train_subset_larger_than_the_data_set_is_refused_naming_its_size():
                                                  r"examples of mnist1d"):
         build(config.resolve({"data": {"train_subset": n + 1}}))
     assert len(build(config.resolve({"data": {"train_subset": n}, "model": {"hidden": [8]}})).data.train[1]) > 0
+
+
+def test_early_stopping_extras_reach_the_stopper(tmp_path):
+    extras = {"patience": 0, "baseline": 0.5, "check_finite": False, "stopping_threshold": 0.1,
+              "divergence_threshold": 9.0}
+    cfg = config.resolve({**SMALL, "early_stopping": {"enabled": True, **extras}})
+    es = build(cfg).trainer.early_stopping
+    assert {k: getattr(es, k) for k in extras} == extras
+    diverged = config.resolve({**SMALL, "early_stopping": {"enabled": True, "divergence_threshold": 1e-3}})
+    metrics = train_run(diverged, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
+    assert metrics["epochs_run"] == 1 and metrics["stopped_early"]

@@ -42,21 +42,38 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        if args.config or args.set:
-            raise SystemExit("tricklab train --resume DIR takes its configuration from DIR/config.toml; "
-                             "do not pass CONFIG or --set")
+        _check_resume_arguments(args, run_dir)
         if not (run_dir / "config.toml").exists():
-            raise SystemExit(f"{run_dir / 'config.toml'} does not exist: is {run_dir} a run folder?")
-        cfg = config_.load(run_dir / "config.toml")
-        metrics = train_run(cfg, run_dir, resume=True)
+            raise FileNotFoundError(f"{run_dir / 'config.toml'} does not exist: is {run_dir} a run folder?")
+        cfg = config_.load(run_dir / "config.toml", args.set)
+        metrics = train_run(cfg, run_dir, resume=True, restart=args.restart)
     else:
+        if args.restart:
+            raise config_.ConfigError("--restart goes with --resume DIR: it trains DIR again from epoch 1 when DIR "
+                                      "holds no usable checkpoint")
         if not args.config:
-            raise SystemExit("tricklab train needs CONFIG (a TOML file) or --resume DIR")
+            raise config_.ConfigError("tricklab train needs CONFIG (a TOML file) or --resume DIR")
         cfg = config_.load(args.config, args.set)
         run_dir = Path(args.out) if args.out else _default_out(cfg)
         metrics = train_run(cfg, run_dir)
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _check_resume_arguments(args, run_dir: Path) -> None:
+    """A resumed run keeps its folder and configuration; only ``--set train.epochs=N`` extends it."""
+    from .experiment import EXTENSIBLE
+
+    if args.config:
+        raise config_.ConfigError(f"tricklab train --resume DIR takes its configuration from {run_dir / 'config.toml'}; "
+                                  "do not pass CONFIG (to extend the run: --set train.epochs=N)")
+    if args.out:
+        raise config_.ConfigError(f"--out does not apply with --resume: the run stays in {run_dir}")
+    for item in args.set:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key not in EXTENSIBLE:
+            raise config_.ConfigError(f"--set {key}: only {', '.join(EXTENSIBLE)} may change when resuming (the rest "
+                                      f"comes from {run_dir / 'config.toml'}); start a new run to change {key}")
 
 
 def cmd_evaluate(args) -> int:
@@ -106,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a configuration key, e.g. --set optimizer.lr=0.01")
     train.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP)")
-    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint; "
+                       "with --set train.epochs=N extend a finished run to N epochs (no other --set)")
+    train.add_argument("--restart", action="store_true",
+                       help="with --resume: train DIR again from epoch 1 if it holds no usable checkpoint "
+                            "(without it such a --resume is refused)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="score a finished run on its validation and test splits")

@@ -31,6 +31,7 @@ class Key:
     low_open: bool = False
     high_open: bool = False
     help: str = ""
+    optional: bool = False  # None (the default) means unset; TOML has no null, so an unset key is left out
 
 
 def _prob(default, help=""):
@@ -116,8 +117,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, False),
         "criterion": Key(str, "patience", choices=("patience", "GL", "PQ", "UP")),
         "monitor": Key(str, "loss", choices=("loss", "error"), help="validation loss, or error rate 1 - accuracy"),
-        "patience": Key(int, 5, low=1),
+        "patience": Key(int, 5, low=0, help="epochs without improvement before stopping (0: stop at the first)"),
         "min_delta": Key(float, 0.0, low=0.0),
+        "baseline": Key(float, None, optional=True,
+                        help="stop if the monitored value does not beat it within patience epochs (Keras)"),
+        "check_finite": Key(bool, True, help="stop when the monitored value is NaN or infinite (Lightning)"),
+        "stopping_threshold": Key(float, None, optional=True,
+                                  help="stop as soon as the monitored value is below it (Lightning)"),
+        "divergence_threshold": Key(float, None, optional=True,
+                                    help="stop as soon as the monitored value is above it (Lightning)"),
         "alpha": Key(float, 5.0, low=0.0, low_open=True),
         "strip": Key(int, 5, low=1),
         "s": Key(int, 3, low=1),
@@ -137,22 +145,16 @@ def _suggest(name: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _type_name(expected) -> str:
-    names = [t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)) if t is not type(None)]
-    return " or ".join(names)
-
-
 def _check_value(path: str, key: Key, value):
     expected = key.type
-    numeric = expected if isinstance(expected, type) else next(t for t in expected if t is not type(None))
-    if numeric is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if numeric is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if numeric in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{path} must be of type {_type_name(expected)}, got {type(value).__name__} {value!r}")
-    if value is None:
+    if value is None and key.optional:
         return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{path} must be of type {expected.__name__}, got {type(value).__name__} {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path} must be a finite number, got {value!r}")
     if key.choices is not None and value not in key.choices:
@@ -222,6 +224,9 @@ def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]
          ("optimizer.momentum", "optimizer.nesterov")),
         (opt in ("sgd", "rmsprop"), f'optimizer.name = "{opt}"', "betas are Adam's", ("optimizer.beta1", "optimizer.beta2")),
         (opt == "rmsprop", 'optimizer.name = "rmsprop"', "Nesterov momentum is SGD's", ("optimizer.nesterov",)),
+        (cfg["early_stopping"]["criterion"] != "patience",
+         f'early_stopping.criterion = "{cfg["early_stopping"]["criterion"]}"', "a baseline is for the patience criterion",
+         ("early_stopping.baseline",)),
     ]
 
 
@@ -230,12 +235,17 @@ def check_combinations(cfg: dict) -> None:
     for holds, choice, why, keys in _inapplicable_rules(cfg):
         for dotted in keys:
             if holds and _is_set(cfg, dotted):
-                raise ConfigError(f"{dotted} = {_toml_literal(_get(cfg, dotted))} does not apply with {choice} "
+                raise ConfigError(f"{dotted} = {toml_literal(_get(cfg, dotted))} does not apply with {choice} "
                                   f"({why}); remove it")
     o, m = cfg["optimizer"], cfg["model"]
     if o["name"] == "sgd" and o["nesterov"] and o["momentum"] == 0:
         raise ConfigError("optimizer.nesterov = true needs optimizer.momentum > 0 (Nesterov's look-ahead is "
                           "along the momentum), got optimizer.momentum = 0.0")
+    e = cfg["early_stopping"]
+    low, high = e["stopping_threshold"], e["divergence_threshold"]
+    if low is not None and high is not None and low >= high:
+        raise ConfigError(f"early_stopping.stopping_threshold = {low!r} must be below early_stopping.divergence_threshold"
+                          f" = {high!r}: otherwise every epoch stops training")
     if m["kind"] == "mlp" and m["hidden"] and m["batchnorm"] and cfg["train"]["batch_size"] == 1:
         raise ConfigError("model.batchnorm = true needs train.batch_size >= 2 (the statistics of a batch of "
                           "one example normalize every unit to 0), got train.batch_size = 1")
@@ -277,24 +287,25 @@ def apply_overrides(doc: dict, overrides) -> dict:
 
 def set_key(config: dict, dotted: str, value) -> dict:
     """A validated copy of a resolved ``config`` with one ``section.key`` changed."""
-    return resolve(apply_overrides(config, [f"{dotted}={_toml_literal(value)}"]))
+    return resolve(apply_overrides(config, [f"{dotted}={toml_literal(value)}"]))
 
 
-def _toml_literal(value) -> str:
+def toml_literal(value) -> str:
+    """``value`` (bool, str, list, number) as TOML writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
     return repr(value)
 
 
 def dumps(config: dict) -> str:
-    """The configuration as TOML text (sections in schema order)."""
+    """The configuration as TOML text (sections in schema order; unset optional keys left out)."""
     lines = []
     for section, table in config.items():
         lines.append(f"[{section}]")
-        lines += [f"{name} = {_toml_literal(value)}" for name, value in table.items()]
+        lines += [f"{name} = {toml_literal(value)}" for name, value in table.items() if value is not None]
         lines.append("")
     return "\n".join(lines)

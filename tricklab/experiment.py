@@ -8,6 +8,7 @@ stop early; only then score the test split, once.
 A run folder holds::
 
     config.toml      the resolved configuration (every default written out)
+    .lock            held by the process training in the folder (its PID), see train/runlock.py
     checkpoints/     crash-safe training state after every epoch
     history.csv      one row per epoch (also history.jsonl)
     model.npz        final weights and the input normalizer (NumPy archive, no pickle)
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from . import nn, optim
 from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .train import EarlyStopping, Trainer
-from .train.checkpoint import CheckpointError, atomic_write_bytes
+from .train.checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest
+from .train.runlock import hold_run_folder
 
 N_CLASSES = 10
 
@@ -332,7 +335,10 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     stopper = None
     if e["enabled"]:
         stopper = EarlyStopping(e["criterion"], patience=e["patience"], min_delta=e["min_delta"], alpha=e["alpha"],
-                                strip=e["strip"], s=e["s"], restore_best=e["restore_best"], monitor=e["monitor"])
+                                strip=e["strip"], s=e["s"], restore_best=e["restore_best"], monitor=e["monitor"],
+                                baseline=e["baseline"], check_finite=e["check_finite"],
+                                stopping_threshold=e["stopping_threshold"],
+                                divergence_threshold=e["divergence_threshold"])
     constraints = [nn.MaxNorm(r["max_norm"])] if r["max_norm"] else []
     trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
                       clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,
@@ -436,20 +442,70 @@ def write_json(path: Path, obj) -> None:
 
 
 def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None,
-              log=None, plots: bool = True) -> dict:
-    """Train one configuration in ``run_dir``; with ``resume`` continue from its last checkpoint."""
+              log=None, plots: bool = True, restart: bool = False) -> dict:
+    """Train one configuration in ``run_dir``; with ``resume`` continue from its last checkpoint.
+
+    Every check runs before the folder is touched; the folder is then held (one process per run
+    folder) until the run ends. ``resume`` refuses a folder without a usable checkpoint unless
+    ``restart`` (then training starts over at epoch 1). On resume the configuration must be the
+    checkpoint's, except ``train.epochs``: more epochs extend a finished run.
+    """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    has_ckpt = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    if has_ckpt and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
-                              "or choose another --out folder")
     start = time.perf_counter()
-    exp = build(cfg, run_dir=run_dir, progress=progress, log=log)  # every check before the folder is touched
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
-    if resume and exp.trainer.resume():
-        _check_resumed(exp)
+    exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
+    with _writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with hold_run_folder(run_dir):
+            if resume:
+                _resume(exp, run_dir, restart, log)
+            elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+                raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
+                                      "or choose another --out folder")
+            atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
+            metrics = _fit_and_save(exp, run_dir, start, plots)
+    log(f"validation accuracy {metrics['val_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f} -> {run_dir}")
+    return metrics
+
+
+@contextmanager
+def _writing(run_dir: Path):
+    """An operating-system error while writing names the run folder (read-only, full disk, not a folder).
+
+    Errors of our own (no errno: a busy folder, a run already there) pass through unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, f"cannot write the run folder {run_dir}: {exc.strerror}", exc.filename) from exc
+
+
+def _resume(exp: Experiment, run_dir: Path, restart: bool, log) -> None:
+    """Load the newest usable checkpoint; without one refuse, or start over if ``restart``."""
+    folder, damaged = run_dir / "checkpoints", []
+    found = load_latest(folder, warn=damaged.append)
+    if found is not None:
+        state, path = found
+        for message in damaged:
+            log(f"skipped a damaged checkpoint: {message}")
+        _load_checkpoint(exp, state, path, log)
+        log(f"resumed from {path} (epoch {exp.trainer.epoch})")
+        return
+    why = f" ({'; '.join(damaged)})" if damaged else ""
+    if not restart:
+        raise CheckpointError(f"{folder} holds no usable checkpoint{why}: nothing to resume; "
+                              f"pass --restart to train {run_dir} again from epoch 1")
+    for path in list_checkpoints(folder):  # unusable: they would shadow the new run's checkpoints
+        path.unlink()
+        path.with_suffix(".npz").unlink(missing_ok=True)
+    log(f"no usable checkpoint in {folder}{why}; starting over at epoch 1 (--restart)")
+
+
+def _fit_and_save(exp: Experiment, run_dir: Path, start: float, plots: bool) -> dict:
+    """Train to ``train.epochs`` (or early stopping), score validation and test once, write the results."""
+    cfg = exp.cfg
     exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
     val = exp.trainer.evaluate(exp.val)
     test = exp.trainer.evaluate(exp.test)
@@ -471,20 +527,63 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
     if plots:
         from .report.plots import plot_history
         plot_history(exp.trainer.history, run_dir / "curves.png", title=cfg["run"]["name"])
-    log(f"validation accuracy {val['accuracy']:.4f}, test accuracy {test['accuracy']:.4f} -> {run_dir}")
     return metrics
 
 
-def _check_resumed(exp: Experiment) -> None:
-    """A checkpoint belongs to this run: same configuration, same input normalization."""
-    saved = exp.trainer.extra_state
-    if saved.get("config") != exp.cfg:
-        raise CheckpointError("the checkpoint was written with another configuration than config.toml; "
-                         "start a new run instead of resuming")
+EXTENSIBLE = ("train.epochs",)  # the keys a resumed run may change
+
+
+def _saved_value(saved: dict, section: str, name: str):
+    """A key of the checkpoint's configuration; a key the checkpoint predates counts as its default."""
+    return (saved.get(section) or {}).get(name, config_.SCHEMA[section][name].default)
+
+
+def _config_differences(saved: dict, cfg: dict) -> list[str]:
+    """``key: saved in the checkpoint, ours in config.toml`` for every key that differs."""
+    out = []
+    for section, keys in config_.SCHEMA.items():
+        for name in keys:
+            dotted = f"{section}.{name}"
+            theirs = _saved_value(saved, section, name)
+            if dotted not in EXTENSIBLE and theirs != cfg[section][name]:
+                out.append(f"{dotted}: {config_.toml_literal(theirs)} in the checkpoint, "
+                           f"{config_.toml_literal(cfg[section][name])} in config.toml")
+    return out
+
+
+def _load_checkpoint(exp: Experiment, state: dict, path: Path, log) -> None:
+    """Load a checkpoint of this run: same configuration (but for more epochs), same input normalization."""
+    saved = state.get("extra") or {}
+    saved_cfg = saved.get("config") or {}
+    differ = _config_differences(saved_cfg, exp.cfg)
+    if differ:
+        raise CheckpointError(f"the checkpoint {path} was written with another configuration than config.toml "
+                              f"({'; '.join(differ)}); start a new run instead of resuming")
+    try:
+        exp.trainer.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"the checkpoint {path} does not fit this run's model: {exc}") from exc
+    exp.trainer.last_checkpoint = path
     if exp.normalizer is not None:
         ours = exp.normalizer.state_dict()
         if not all(np.array_equal(np.asarray(saved["normalizer"][k]), ours[k]) for k in ("mean", "std")):
             raise CheckpointError("the training data changed since the checkpoint: the input normalizer differs")
+    _check_extension(exp, _saved_value(saved_cfg, "train", "epochs"), log)
+    exp.trainer.extra_state["config"] = exp.cfg  # later checkpoints record the extended train.epochs
+
+
+def _check_extension(exp: Experiment, planned: int, log) -> None:
+    """More epochs continue the run; fewer than it has trained cannot be undone."""
+    done, epochs = exp.trainer.epoch, exp.cfg["train"]["epochs"]
+    if epochs < done:
+        raise config_.ConfigError(f"train.epochs = {epochs} is fewer than the {done} epochs the run has trained; "
+                                  "a resumed run can only be extended")
+    es = exp.trainer.early_stopping
+    if epochs > planned and es is not None and es.stopped_epoch is not None:
+        log(f"the run stopped early at epoch {es.stopped_epoch}: train.epochs = {epochs} trains no further")
+    if epochs != planned and exp.cfg["schedule"]["name"] == "cosine":
+        log(f"schedule.name = \"cosine\" anneals over the {planned} epochs the run was started with and rises again "
+            f"after them (it is periodic): this run differs from one of {epochs} epochs from the start")
 
 
 def evaluate_run(run_dir: str | Path) -> dict:

@@ -64,3 +64,21 @@ def test_json_is_plain_json(tmp_path, rng):
     path = save_checkpoint(tmp_path, 1, _state(rng))
     doc = json.loads(path.read_text())
     assert doc["format"] == 1 and len(doc["sha256"]) == 64
+
+
+@pytest.mark.parametrize("failing", ["os.fsync", "os.replace"])
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch, failing):
+    import errno
+
+    from tricklab.train import checkpoint
+
+    (tmp_path / "f.json").write_bytes(b"old")
+
+    def fail(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, failing.split(".")[1], fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        checkpoint.atomic_write_bytes(tmp_path / "f.json", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+    assert (tmp_path / "f.json").read_bytes() == b"old"
