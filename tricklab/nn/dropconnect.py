@@ -14,7 +14,7 @@ import numpy as np
 from .._rng import RngLike, as_generator
 from .activation import ReLU, Sigmoid, Tanh
 from .dropout import bernoulli_mask
-from .linear import affine_parameters
+from .linear import affine_output_shape, affine_parameters
 from .module import Module
 
 MASKS = ("example", "batch")
@@ -178,6 +178,8 @@ class DropConnect(Module):
         if self.bias is not None:
             self.bias.grad += g_u.sum(axis=0)
         return grad_input
+
+    output_shape = affine_output_shape
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, p={self.p}, "

@@ -34,6 +34,14 @@ def affine_parameters(owner: Module, in_features, out_features, bias: bool, init
 
 
 
+def affine_output_shape(owner: Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(in_features,) -> (out_features,) for any layer holding ``affine_parameters``."""
+    if tuple(input_shape) != (owner.in_features,):
+        raise ValueError(f"{type(owner).__name__}({owner.in_features}, {owner.out_features}) expects examples of shape "
+                         f"({owner.in_features},), got {tuple(input_shape)}")
+    return (owner.out_features,)
+
+
 class Linear(Module):
     """Fully connected layer, z = x W^T + b.
 
@@ -92,6 +100,8 @@ class Linear(Module):
                              f"{g.shape}; expected the output's shape {expected}")
         return g
 
+    output_shape = affine_output_shape
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -129,3 +139,10 @@ class Flatten(Module):
             raise ValueError(f"Flatten.backward got a gradient of shape {g.shape}; expected the output's shape "
                              f"{self._flat_shape}")
         return g.reshape(shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = (1, *input_shape)  # start_dim and end_dim count the batch axis, as in forward
+        start, end = self.start_dim % len(shape), self.end_dim % len(shape)
+        if start == 0:
+            raise ValueError("Flatten(start_dim=0) would merge the batch axis; use start_dim >= 1")
+        return shape[1:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]

@@ -87,6 +87,11 @@ class Module:
         """
         self.backward(grad_output)
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one example's output for one example's input shape (batch axis left out),
+        computed without running the layer. Elementwise layers keep the shape; others override."""
+        return tuple(input_shape)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
@@ -313,6 +318,11 @@ class Sequential(Module):
         for layer in reversed(self._modules.values()):
             grad_output = layer.backward(grad_output)
         return grad_output
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        for layer in self._modules.values():
+            input_shape = layer.output_shape(input_shape)
+        return tuple(input_shape)
 
     def backward_parameters(self, grad_output) -> None:
         layers = list(self._modules.values())

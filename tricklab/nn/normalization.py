@@ -154,6 +154,12 @@ class BatchNorm1d(Module):
         grad_input[:, self.units] = gz
         return grad_input
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(input_shape) != (self.num_features,):
+            raise ValueError(f"BatchNorm1d({self.num_features}) expects examples of shape ({self.num_features},), "
+                             f"got {tuple(input_shape)}")
+        return tuple(input_shape)
+
     def extra_repr(self) -> str:
         units = "" if self.units is None else f", units={len(self.units)} selected"
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{units}"

@@ -478,5 +478,21 @@ class SequenceEncoder(Module):
         grad[:, -1] = grad_output
         return self.rnn.backward(grad).reshape(shape[0], -1)
 
+    @staticmethod
+    def inner_input_shape(input_shape: tuple[int, ...], time_steps: int) -> tuple[int, int]:
+        """The (time, features) shape the recurrent net reads from flat examples of ``input_shape``."""
+        width = int(np.prod(input_shape))
+        if len(input_shape) != 1 or width % time_steps:
+            raise ValueError(f"SequenceEncoder(time_steps={time_steps}) needs flat examples whose width is a "
+                             f"multiple of {time_steps}, got shape {tuple(input_shape)}")
+        return time_steps, width // time_steps
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        width = self.time_steps * self.rnn.input_size
+        if tuple(input_shape) != (width,):
+            raise ValueError(f"SequenceEncoder expects examples of shape ({self.time_steps} * {self.rnn.input_size},) "
+                             f"= ({width},), got {tuple(input_shape)}")
+        return (self.rnn.hidden_size,)
+
     def extra_repr(self) -> str:
         return f"time_steps={self.time_steps}"

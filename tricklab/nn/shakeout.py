@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._rng import RngLike, as_generator
-from .dropconnect import affine_parameters, check_batch_input, check_nonnegative, check_probability
+from .dropconnect import (affine_output_shape, affine_parameters, check_batch_input, check_nonnegative,
+                          check_probability)
 from .dropout import bernoulli_mask
 from .module import Module
 
@@ -89,6 +90,8 @@ class Shakeout(Module):
         if self.bias is not None:
             self.bias.grad += g.sum(axis=0)
         return grad_input
+
+    output_shape = affine_output_shape
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, tau={self.tau}, c={self.c}, "
