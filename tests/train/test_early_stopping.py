@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from tricklab import nn, optim
-from tricklab.train import EarlyStopping, Trainer
+from tricklab.data import DataLoader
+from tricklab.train import EarlyStopping, Regression, Trainer
+from tricklab.train.early_stopping import monitored_metric
 
 # a scripted validation curve: best at epoch 4, then worse
 VAL = [1.0, 0.8, 0.7, 0.65, 0.66, 0.67, 0.70, 0.72, 0.75, 0.80, 0.85, 0.9]
@@ -143,7 +145,7 @@ RESUME_CASES = [
     dict(patience=0), dict(patience=3, min_delta=0.01), dict(patience=4, baseline=0.6),
     dict(criterion="GL", alpha=3.0), dict(criterion="PQ", alpha=0.1, strip=3), dict(criterion="UP", strip=2, s=2),
     dict(patience=20, stopping_threshold=0.655), dict(patience=20, divergence_threshold=0.79),
-    dict(patience=20, check_finite=True),
+    dict(patience=20, check_finite=True), dict(patience=3, monitor="val_r2"), dict(criterion="GL", monitor="val_rmse"),
 ]
 RESUME_VAL = [1.0, 0.8, 0.7, 0.65, 0.66, 0.67, 0.70, 0.72, 0.75, 0.80, math.inf, 0.9]
 
@@ -223,7 +225,7 @@ def test_monitor_error_follows_accuracy_not_loss(rng):
     """Validation loss rising while accuracy still improves: monitor='error' keeps training."""
     X = rng.standard_normal((64, 3)).astype(np.float32)
     y = rng.integers(0, 2, 64)
-    for monitor, expected_epochs in (("loss", 4), ("error", 6)):
+    for monitor, expected_epochs in (("loss", 4), ("error", 6), ("val_loss", 4), ("val_error", 6), ("val_accuracy", 6)):
         model = nn.Sequential(nn.Linear(3, 2, rng=0))
         stopper = EarlyStopping(patience=2, monitor=monitor)
         trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1),
@@ -236,3 +238,80 @@ def test_monitor_error_follows_accuracy_not_loss(rng):
         assert len(history) == expected_epochs, monitor
     with pytest.raises(ValueError, match="monitor must be"):
         EarlyStopping(monitor="accuracy")
+
+
+def test_monitor_names_the_metric_and_whether_a_score_is_flipped():
+    assert monitored_metric("loss") == monitored_metric("val_loss") == ("loss", False)
+    assert monitored_metric("error") == monitored_metric("val_error") == monitored_metric("val_accuracy") == ("accuracy", True)
+    assert monitored_metric("val_r2") == ("r2", True)
+    assert monitored_metric("val_rmse") == ("rmse", False)
+
+
+@pytest.mark.parametrize("bad", ["accuracy", "rmse", "val_", "train_loss", "val_r 2", 3])
+def test_monitor_must_be_loss_error_or_a_validation_metric(bad):
+    with pytest.raises(ValueError, match=r"monitor must be 'loss', 'error' or 'val_<metric>' .*got " + repr(repr(bad))[1:-1]):
+        EarlyStopping(monitor=bad)
+
+
+@pytest.mark.parametrize("monitor, quantity", [("loss", "the validation loss"), ("error", "the validation error"),
+                                               ("val_loss", "the val_loss"), ("val_rmse", "the val_rmse"),
+                                               ("val_error", "the val_error"), ("val_accuracy", "the 1 - val_accuracy"),
+                                               ("val_r2", "the 1 - val_r2")])
+def test_messages_say_the_monitored_name(monitor, quantity):
+    stopper = EarlyStopping(patience=3, monitor=monitor)
+    stop_epoch(stopper, VAL)
+    assert stopper.stop_reason == f"patience: no improvement of {quantity} in 3 epochs (best 0.65 at epoch 4)"
+    stopper = EarlyStopping(patience=9, monitor=monitor, stopping_threshold=0.66)
+    stop_epoch(stopper, VAL)
+    assert stopper.stop_reason == f"stopping_threshold: {quantity} 0.65 is below stopping_threshold 0.66"
+
+
+def _regression_trainer(rng, stopper, logged, curve):
+    """A linear regression whose validation scores follow ``curve`` (rmse, r2), one pair per epoch."""
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = (X @ rng.standard_normal((3, 2))).astype(np.float32)
+    model = nn.Sequential(nn.Linear(3, 2, rng=0))
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.05), metrics=Regression(),
+                      early_stopping=stopper, progress=False, log=logged.append)
+    scores = iter(curve)
+    trainer.evaluate = lambda data, batch_size=1024: dict(zip(("loss", "rmse", "r2"), (0.1, *next(scores))))
+    return trainer, DataLoader(X, y, 16, rng=1), (X, y)
+
+
+# validation RMSE best at epoch 2 while R² still improves until epoch 5
+CURVE = [(0.5, 0.70), (0.4, 0.80), (0.45, 0.85), (0.5, 0.90), (0.55, 0.95), (0.6, 0.94), (0.6, 0.93), (0.6, 0.92)]
+
+
+@pytest.mark.parametrize("monitor, stops_at, best", [("val_rmse", 4, 2), ("val_r2", 7, 5)])
+def test_trainer_stops_on_val_rmse_and_val_r2(rng, monitor, stops_at, best):
+    logged = []
+    stopper = EarlyStopping(patience=2, monitor=monitor)
+    trainer, loader, val = _regression_trainer(rng, stopper, logged, CURVE)
+    seen = []
+    original = stopper.update
+    stopper.update = lambda epoch, tr, va: seen.append((tr, va)) or original(epoch, tr, va)
+    history = trainer.fit(loader, val, epochs=len(CURVE))
+    assert len(history) == stops_at and stopper.best_epoch == best
+    if monitor == "val_rmse":
+        assert seen == [(row["train_rmse"], row["val_rmse"]) for row in history]
+    else:  # the fraction of variance unexplained, lower is better, as Prechelt's criteria need
+        assert seen == [(1.0 - row["train_r2"], 1.0 - row["val_r2"]) for row in history]
+    assert f"early stopping at epoch {stops_at}: {stopper.stop_reason}" in logged
+    assert stopper.stop_reason.startswith("patience: no improvement of the ")
+
+
+@pytest.mark.parametrize("metrics, monitor, available", [
+    (None, "val_rmse", "loss, val_loss, val_accuracy, error, val_error"),
+    (Regression(), "error", "loss, val_loss, val_rmse, val_r2"),
+    (Regression(), "val_accuracy", "loss, val_loss, val_rmse, val_r2"),
+])
+def test_a_monitor_the_run_does_not_report_is_refused_before_training(tmp_path, metrics, monitor, available):
+    model = nn.Sequential(nn.Linear(3, 2, rng=0))
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.1), metrics=metrics, run_dir=tmp_path,
+                      early_stopping=EarlyStopping(monitor=monitor), progress=False, log=lambda m: None)
+    X = np.zeros((8, 3), np.float32)
+    name = type(trainer.metrics).__name__
+    with pytest.raises(ValueError, match=rf"^early stopping monitor '{monitor}' is not reported by this run \({name}\); "
+                                         rf"available: {available}$"):
+        trainer.fit(DataLoader(X, np.zeros((8, 2), np.float32), 4), (X, np.zeros((8, 2), np.float32)), epochs=2)
+    assert trainer.epoch == 0 and trainer.history == [] and not (tmp_path / "checkpoints").exists()

@@ -3,7 +3,7 @@ import pytest
 
 from tricklab import nn, optim
 from tricklab.data import DataLoader
-from tricklab.train import NonFiniteError, Trainer
+from tricklab.train import NonFiniteError, Regression, Trainer
 from tricklab.train.checkpoint import list_checkpoints, load_latest
 
 
@@ -132,3 +132,71 @@ def test_batchnorm_statistics_are_recomputed_after_training(rng):
     z = [model[0](xb) for xb, _ in batches]
     np.testing.assert_allclose(model[1].running_mean, np.mean([b.mean(0) for b in z], 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model[1].running_var, 50 / 49 * np.mean([b.var(0) for b in z], 0), rtol=1e-4)
+
+
+U32 = 2.0**-24
+
+
+def _linear_regression(rng, n=800):
+    X = rng.standard_normal((n, 5)).astype(np.float32)
+    W, b = rng.standard_normal((5, 2)), np.array([3.0, -1.0])
+    return X, (X @ W + b + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def test_regression_reports_rmse_and_r2_by_name(tmp_path, rng):
+    X, y = _linear_regression(rng)
+    model = nn.Sequential(nn.Linear(5, 2, rng=0))
+    logged = []
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.05), metrics=Regression(),
+                      run_dir=tmp_path, progress=False, log=logged.append)
+    history = trainer.fit(DataLoader(X[:600], y[:600], 32, rng=1), (X[600:], y[600:]), epochs=8)
+    assert list(history[0]) == ["epoch", "train_loss", "train_penalty", "train_rmse", "train_r2", "val_loss", "val_rmse",
+                                "val_r2", "lr", "seconds"]
+    header = (tmp_path / "history.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,train_penalty,train_rmse,train_r2,val_loss,val_rmse,val_r2,lr,seconds"
+    rmse = [row["val_rmse"] for row in history]
+    assert all(b < a for a, b in zip(rmse[:6], rmse[1:6])) and rmse[-1] < 1.1 * 0.05  # down to the noise
+    assert history[-1]["val_r2"] > 0.998 > history[0]["val_r2"]
+    for row in history:  # MSELoss in float32 (one rounding per element and per sum term) against float64
+        assert row["val_rmse"] ** 2 == pytest.approx(row["val_loss"], rel=(2 * 2 * 200 + 4) * U32)
+        assert row["train_rmse"] ** 2 == pytest.approx(row["train_loss"], rel=(2 * 2 * 32 + 4) * U32 + 600 * 2**-53)
+    test = trainer.evaluate((X[600:], y[600:]))
+    assert set(test) == {"loss", "rmse", "r2"} and test["rmse"] == history[-1]["val_rmse"]
+    assert "train loss" in logged[-1] and " rmse " in logged[-1] and " r2 " in logged[-1]
+
+
+def test_classification_history_keeps_its_columns_and_numbers(tmp_path, rng):
+    """Default metrics: the history, history.csv and the log read as before metrics could be chosen."""
+    X, y = _task(rng, 300)
+    model = nn.Sequential(nn.Linear(10, 16, rng=0), nn.ReLU(), nn.Dropout(0.3, rng=1), nn.Linear(16, 3, rng=2))
+    loss = nn.CrossEntropyLoss()
+    seen = []
+    original = loss.forward
+
+    def spy(pred, target):
+        if model.training:  # the training outputs, in train mode (dropout on), as the steps saw them
+            seen.append(int((pred.argmax(1) == target).sum()))
+        return original(pred, target)
+
+    loss.forward = spy
+    logged = []
+    trainer = Trainer(model, loss, optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path, progress=False,
+                      log=logged.append)
+    history = trainer.fit(DataLoader(X[:200], y[:200], 32, rng=3), (X[200:], y[200:]), epochs=2)
+    header = (tmp_path / "history.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,train_penalty,train_accuracy,val_loss,val_accuracy,lr,seconds"
+    batches = len(seen) // 2
+    assert history[1]["train_accuracy"] == sum(seen[batches:]) / 200
+    model.eval()
+    assert history[1]["val_accuracy"] == float(np.mean(model(X[200:]).argmax(1) == y[200:]))
+    assert set(trainer.evaluate((X, y))) == {"loss", "accuracy"}
+    assert logged[-1].startswith(f"epoch   2 | train loss {history[1]['train_loss']:.4f} accuracy "
+                                 f"{history[1]['train_accuracy']:.4f} | val loss {history[1]['val_loss']:.4f} accuracy")
+
+
+def test_classification_metric_refuses_regression_targets(rng):
+    X, y = _linear_regression(rng, 64)
+    model = nn.Sequential(nn.Linear(5, 2, rng=0))
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.01), progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"Accuracy: outputs of shape \(64, 2\) need integer classes"):
+        trainer.evaluate((X, y))

@@ -1,4 +1,4 @@
-"""Loss and accuracy curves of a run (matplotlib, written as PNG without a display)."""
+"""Loss and metric curves of a run (matplotlib, written as PNG without a display)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import io
 from pathlib import Path
 
 from ..train.checkpoint import atomic_write_bytes
+
+METRIC_LABELS = {"rmse": "RMSE", "r2": "R²"}
 
 
 def _pyplot():
@@ -25,20 +27,26 @@ def integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def history_metrics(history: list[dict]) -> list[str]:
+    """The metrics the history reports, ``accuracy`` or ``rmse``, ``r2``, from its train_/val_ keys."""
+    keys = dict.fromkeys(key for row in history for key in row)
+    names = [key.split("_", 1)[1] for key in keys if key.startswith(("train_", "val_"))]
+    return [name for name in dict.fromkeys(names) if name not in ("loss", "penalty")]
+
+
 def history_figure(history: list[dict], title: str = ""):
-    """Two panels: training and validation loss, training and validation accuracy, per epoch."""
+    """One panel per curve pair, training and validation per epoch: the loss, then each metric
+    the history has (accuracy for classification; RMSE and R² for regression)."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
-        if any(key in row for row in history):
-            ax_loss.plot(epochs, [row.get(key) for row in history], marker="o", ms=3, label=label)
-    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
-        if any(key in row for row in history):
-            ax_acc.plot(epochs, [row.get(key) for row in history], marker="o", ms=3, label=label)
-    ax_loss.set(ylabel="loss", title="loss")
-    ax_acc.set(ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    names = ["loss", *history_metrics(history)]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for key, label in ((f"train_{name}", "training"), (f"val_{name}", "validation")):
+            if any(key in row for row in history):
+                ax.plot(epochs, [row.get(key) for row in history], marker="o", ms=3, label=label)
+        label = METRIC_LABELS.get(name, name)
+        ax.set(ylabel=label, title=label)
         integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -25,6 +25,20 @@ training stops at the first epoch without improvement from epoch ``patience`` on
 best but not on the baseline never stops training itself. ``stop_reason`` says, after a stop,
 which rule fired and with which values, for the log.
 
+What E_va and E_tr are is ``monitor``, a name of the values the trainer reports. The criteria
+need a value that is lower when better and has a training counterpart, so a score (accuracy,
+R², at most 1) is watched as 1 - score: the error rate, the fraction of variance unexplained::
+
+    monitor                           E_tr, E_va
+    "loss", "val_loss"                train_loss, val_loss
+    "error", "val_error",
+    "val_accuracy"                    1 - train_accuracy, 1 - val_accuracy
+    "val_r2"                          1 - train_r2, 1 - val_r2
+    "val_<m>", e.g. "val_rmse"        train_<m>, val_<m>
+
+The thresholds and ``baseline`` apply to these values (``monitor="val_accuracy"`` with
+``stopping_threshold=0.02`` stops below 2 % error).
+
 References:
     Prechelt, L. "Early Stopping - But When?" In Neural Networks: Tricks of the Trade, 1998.
 """
@@ -35,6 +49,19 @@ import math
 import numbers
 
 CRITERIA = ("patience", "GL", "PQ", "UP")
+SCORES = ("accuracy", "r2")  # higher is better, at most 1: watched as 1 - score
+
+
+def monitored_metric(monitor: str) -> tuple[str, bool]:
+    """The reported metric behind ``monitor`` and whether early stopping watches 1 - metric.
+
+    "loss"/"val_loss" -> ("loss", False); "error"/"val_error"/"val_accuracy" -> ("accuracy", True);
+    "val_r2" -> ("r2", True); "val_rmse" -> ("rmse", False).
+    """
+    name = monitor.removeprefix("val_")
+    if name == "error":
+        return "accuracy", True
+    return name, name in SCORES
 
 
 class EarlyStopping:
@@ -45,17 +72,21 @@ class EarlyStopping:
     the lowest validation loss (improvement by more than ``min_delta``); a non-finite value is
     never the best when ``check_finite``. Unlike Lightning, which leaves its best score alone
     when a threshold stops, an epoch that reaches ``stopping_threshold`` is recorded as the best
-    if it improves on it, so ``restore_best`` keeps it. ``monitor="error"`` asks the trainer to
-    pass error rates (1 - accuracy) instead of losses: a validation loss can rise while the
-    accuracy still improves (over-confident mistakes).
+    if it improves on it, so ``restore_best`` keeps it. ``monitor`` names what the trainer
+    passes (see the module docstring): ``"error"`` asks for error rates (1 - accuracy) instead of
+    losses, since a validation loss can rise while the accuracy still improves (over-confident
+    mistakes); ``"val_rmse"`` or ``"val_r2"`` for regression. Whether the run reports that metric
+    is checked by the trainer, which knows its metrics.
     """
 
     def __init__(self, criterion: str = "patience", patience: int = 5, min_delta: float = 0.0,
                  alpha: float = 5.0, strip: int = 5, s: int = 3, restore_best: bool = True,
                  monitor: str = "loss", *, baseline: float | None = None, check_finite: bool = True,
                  stopping_threshold: float | None = None, divergence_threshold: float | None = None):
-        if monitor not in ("loss", "error"):
-            raise ValueError(f"early stopping monitor must be 'loss' or 'error', got {monitor!r}")
+        named = isinstance(monitor, str) and monitor.startswith("val_") and monitor[4:].isidentifier()
+        if monitor not in ("loss", "error") and not named:
+            raise ValueError(f"early stopping monitor must be 'loss', 'error' or 'val_<metric>' ('val_loss', "
+                             f"'val_accuracy', 'val_error', 'val_rmse', 'val_r2'), got {monitor!r}")
         self.monitor = monitor
         if criterion not in CRITERIA:
             raise ValueError(f"early stopping criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -79,6 +110,14 @@ class EarlyStopping:
         self.stopped_epoch: int | None = None
         self.stop_reason: str | None = None
 
+    @property
+    def quantity(self) -> str:
+        """The monitored value in words, for the messages: "validation loss", "val_rmse", "1 - val_r2"."""
+        if self.monitor in ("loss", "error"):
+            return f"validation {self.monitor}"
+        score = monitored_metric(self.monitor)[1] and self.monitor != "val_error"
+        return f"1 - {self.monitor}" if score else self.monitor
+
     def improved(self, val_loss: float) -> bool:
         return val_loss < self.best_loss - self.min_delta
 
@@ -90,7 +129,7 @@ class EarlyStopping:
         self.train_losses.append(float(train_loss))
         self.val_losses.append(val_loss)
         if self.check_finite and not math.isfinite(val_loss):
-            reason = f"check_finite: the validation {self.monitor} is {val_loss}, not finite"
+            reason = f"check_finite: the {self.quantity} is {val_loss}, not finite"
         else:
             reason = self._count_and_check(epoch, val_loss)
         if reason is not None:
@@ -105,7 +144,7 @@ class EarlyStopping:
             self.best_loss, self.best_epoch = val_loss, epoch
             if self.beats_baseline(val_loss):
                 self.wait = 0
-        name = f"the validation {self.monitor} {val_loss:.4g}"
+        name = f"the {self.quantity} {val_loss:.4g}"
         if self.stopping_threshold is not None and val_loss < self.stopping_threshold:
             return f"stopping_threshold: {name} is below stopping_threshold {self.stopping_threshold:g}"
         if self.divergence_threshold is not None and val_loss > self.divergence_threshold:
@@ -133,9 +172,9 @@ class EarlyStopping:
             return None
         best = f"best {self.best_loss:.4g} at epoch {self.best_epoch}"
         if not self.beats_baseline(self.best_loss):
-            return (f"patience: the validation {self.monitor} did not beat the baseline {self.baseline:g} "
+            return (f"patience: the {self.quantity} did not beat the baseline {self.baseline:g} "
                     f"in {self.wait} epochs ({best})")
-        return f"patience: no improvement of the validation {self.monitor} in {self.wait} epochs ({best})"
+        return f"patience: no improvement of the {self.quantity} in {self.wait} epochs ({best})"
 
     def _stop_GL(self) -> str | None:
         gl = self.generalization_loss()
@@ -155,7 +194,7 @@ class EarlyStopping:
         rose = self.val_losses[-1] > self.val_losses[-1 - self.strip]
         self.ups = self.ups + 1 if rose else 0
         if self.ups >= self.s:
-            return f"UP: the validation {self.monitor} rose in {self.ups} successive strips of {self.strip} epochs"
+            return f"UP: the {self.quantity} rose in {self.ups} successive strips of {self.strip} epochs"
         return None
 
     def state_dict(self) -> dict:

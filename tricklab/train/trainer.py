@@ -7,9 +7,10 @@ One step on a minibatch (x, d), in the order the lecture insists on::
     clip gradients (value or norm)            optional
     optimizer.step(); constraints(model)      only now do weights change (then e.g. max-norm)
 
-After every epoch the model is scored on the validation data, the history and logs grow, early
-stopping decides, and a checkpoint with the whole training state is written atomically, so that a
-run killed at any moment resumes from the last epoch and ends with the very same weights.
+After every epoch the model is scored on the validation data (the loss and the metrics of
+:mod:`tricklab.train.metrics`), the history and logs grow, early stopping decides, and a checkpoint
+with the whole training state is written atomically, so that a run killed at any moment resumes
+from the last epoch and ends with the very same weights.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ from ..nn.activity import activity_penalty
 from ..nn.module import Module
 from ..nn.normalization import BatchNorm1d, recompute_batchnorm_statistics
 from .checkpoint import atomic_write_bytes, load_latest, save_checkpoint
-from .early_stopping import EarlyStopping
-
-HISTORY_FIELDS = ("epoch", "train_loss", "train_penalty", "train_accuracy", "val_loss", "val_accuracy",
-                  "lr", "seconds")
+from .early_stopping import EarlyStopping, monitored_metric
+from .metrics import Accuracy
 
 
 class NonFiniteError(RuntimeError):
@@ -48,13 +47,6 @@ def model_generators(model: Module) -> dict[str, np.random.Generator]:
             if isinstance(value, np.random.Generator):
                 gens[f"{name or 'model'}.{attr}"] = value
     return gens
-
-
-def count_correct(out: np.ndarray, target: np.ndarray) -> int:
-    """Examples whose largest logit is the target class (0 when targets are not class indices)."""
-    if out.ndim != 2 or np.ndim(target) != 1 or not np.issubdtype(np.asarray(target).dtype, np.integer):
-        return 0
-    return int((out.argmax(axis=1) == target).sum())
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
@@ -75,7 +67,12 @@ class Trainer:
             ``ReduceLROnPlateau`` gets the validation loss) or once per step (``"step"``).
         clip_value / clip_norm: gradient clipping by value (the lecture's ceiling theta) or by norm.
         constraints: callables ``c(model)`` applied after every optimizer step (max-norm).
-        early_stopping: an :class:`EarlyStopping`, or None to train all epochs.
+        early_stopping: an :class:`EarlyStopping`, or None to train all epochs; its ``monitor``
+            must be one this run reports (``monitor_names``), checked when ``fit`` starts.
+        metrics: a streamed metric (:mod:`tricklab.train.metrics`, e.g. ``metrics_for("mse")``);
+            None is :class:`Accuracy`. The history gets ``train_<name>`` and ``val_<name>`` for
+            each of its ``names``; the training values are taken in train mode on the outputs of
+            the training steps (dropout on, weights changing during the epoch), as Keras does.
         bn_statistics: "recompute" (default: the lecture's population statistics over the training
             minibatches with the final weights) or "running" (keep the running averages).
         run_dir: where checkpoints, history.csv and history.jsonl go (None: nothing is written).
@@ -87,7 +84,7 @@ class Trainer:
                  constraints: Iterable[Callable[[Module], None]] = (), early_stopping: EarlyStopping | None = None,
                  bn_statistics: str = "recompute", run_dir: str | Path | None = None,
                  generators: dict[str, np.random.Generator] | None = None, progress: bool | None = None,
-                 extra_state: dict | None = None, log: Callable[[str], None] | None = None):
+                 extra_state: dict | None = None, log: Callable[[str], None] | None = None, metrics=None):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         if bn_statistics not in ("recompute", "running"):
@@ -96,6 +93,7 @@ class Trainer:
         self.schedulers = list(scheduler) if isinstance(scheduler, (list, tuple)) else [scheduler] * (scheduler is not None)
         self.scheduler_interval, self.clip_value, self.clip_norm = scheduler_interval, clip_value, clip_norm
         self.constraints, self.early_stopping = list(constraints), early_stopping
+        self.metrics = Accuracy() if metrics is None else metrics
         self.bn_statistics = bn_statistics
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.generators = {**model_generators(model), **(generators or {})}
@@ -108,8 +106,8 @@ class Trainer:
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, int]:
-        """Forward, full backward, clip, step. Returns (loss, penalty, number correct)."""
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """Forward, full backward, clip, step. Returns (loss, penalty, model output)."""
         self.optimizer.zero_grad()
         try:
             out = self.model(xb)
@@ -136,7 +134,7 @@ class Trainer:
             for scheduler in self.schedulers:
                 scheduler.step()
         self.step_count += 1
-        return value, penalty, count_correct(out, yb)
+        return value, penalty, out
 
     def _fail(self, what: str):
         where = f"epoch {self.epoch + 1}, step {self.step_count + 1}"
@@ -145,33 +143,57 @@ class Trainer:
 
     def train_epoch(self, loader) -> dict:
         self.model.train()
-        total = penalty_total = correct = count = 0.0
+        self.metrics.reset()
+        total = penalty_total = count = 0.0
         bar = _progress(len(loader), f"epoch {self.epoch + 1}", self.progress)
         for xb, yb in loader:
-            value, penalty, right = self.train_step(xb, yb)
+            value, penalty, out = self.train_step(xb, yb)
+            self.metrics.update(out, yb)
             n = len(yb)
-            total, penalty_total, correct, count = total + value * n, penalty_total + penalty * n, correct + right, count + n
+            total, penalty_total, count = total + value * n, penalty_total + penalty * n, count + n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / count:.4f}")
         if bar is not None:
             bar.close()
-        return {"train_loss": total / count, "train_penalty": penalty_total / count, "train_accuracy": correct / count}
+        scores = {f"train_{k}": v for k, v in self.metrics.compute().items()}
+        return {"train_loss": total / count, "train_penalty": penalty_total / count, **scores}
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int = 1024) -> dict:
-        """Mean loss and accuracy of the model in eval mode on ``(X, y)`` or on a loader."""
+        """Mean loss and the metrics of the model in eval mode on ``(X, y)`` or on a loader.
+
+        Returns ``{"loss": ..., **metrics.compute()}``, e.g. loss and accuracy, or loss, rmse and r2.
+        """
         self.model.eval()
+        self.metrics.reset()
         batches = _batches(data, batch_size)
-        total = correct = count = 0.0
+        total = count = 0.0
         for xb, yb in batches:
             out = self.model(xb)
             total += self.loss(out, yb) * len(yb)
-            correct += count_correct(out, yb)
+            self.metrics.update(out, yb)
             count += len(yb)
         if count == 0:
             raise ValueError("evaluate: the data set is empty")
-        return {"loss": total / count, "accuracy": correct / count}
+        return {"loss": total / count, **self.metrics.compute()}
+
+    def monitor_names(self) -> tuple[str, ...]:
+        """The early-stopping monitors this run reports: loss, val_loss, val_<metric>, error if accuracy."""
+        names = ("loss", "val_loss", *(f"val_{name}" for name in self.metrics.names))
+        return names + ("error", "val_error") if "accuracy" in self.metrics.names else names
+
+    def _check_monitor(self) -> None:
+        monitor = self.early_stopping.monitor
+        if monitor not in self.monitor_names():
+            raise ValueError(f"early stopping monitor {monitor!r} is not reported by this run "
+                             f"({type(self.metrics).__name__}); available: {', '.join(self.monitor_names())}")
+
+    def _monitored(self, row: dict) -> tuple[float, float]:
+        """(E_tr, E_va) for early stopping: the monitored metric, as 1 - score for accuracy and r2."""
+        metric, score = monitored_metric(self.early_stopping.monitor)
+        train, val = row[f"train_{metric}"], row[f"val_{metric}"]
+        return (1.0 - train, 1.0 - val) if score else (train, val)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train_loader, val=None, epochs: int = 10, bn_batches=None) -> list[dict]:
@@ -182,28 +204,27 @@ class Trainer:
         """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if self.early_stopping is not None:
+            self._check_monitor()
         stopped = self.early_stopping is not None and self.early_stopping.stopped_epoch is not None
         while self.epoch < epochs and not stopped:
             start = time.perf_counter()
             row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
             if val is not None:
-                scores = self.evaluate(val)
-                row.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+                row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
             if self.scheduler_interval == "epoch":
                 self._step_schedulers(row.get("val_loss", row["train_loss"]))
             if self.early_stopping is not None and val is not None:
-                if self.early_stopping.monitor == "error":
-                    seen = (1.0 - row["train_accuracy"], 1.0 - row["val_accuracy"])
-                else:
-                    seen = (row["train_loss"], row["val_loss"])
-                stopped = self.early_stopping.update(self.epoch + 1, *seen)
+                stopped = self.early_stopping.update(self.epoch + 1, *self._monitored(row))
                 if self.early_stopping.best_epoch == self.epoch + 1:
                     self.best_state = self.model.state_dict()
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
             self.epoch += 1
             self._report(row)
+            if stopped:
+                self.log(f"early stopping at epoch {row['epoch']}: {self.early_stopping.stop_reason}")
             self.save()
         self.finish(train_loader if bn_batches is None else bn_batches)
         return self.history
@@ -220,7 +241,7 @@ class Trainer:
         es = self.early_stopping
         if es is not None and es.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-            self.log(f"restored the weights of epoch {es.best_epoch} (best validation {es.monitor} {es.best_loss:.4f})")
+            self.log(f"restored the weights of epoch {es.best_epoch} (best {es.quantity} {es.best_loss:.4f})")
         has_bn = any(isinstance(m, BatchNorm1d) for m in self.model.modules())
         if has_bn and self.bn_statistics == "recompute":
             state = {k: g.bit_generator.state for k, g in self.generators.items()}
@@ -229,9 +250,11 @@ class Trainer:
                 g.bit_generator.state = state[k]
 
     def _report(self, row: dict) -> None:
-        parts = [f"epoch {row['epoch']:3d}", f"train loss {row['train_loss']:.4f}", f"acc {row['train_accuracy']:.4f}"]
-        if "val_loss" in row:
-            parts += [f"val loss {row['val_loss']:.4f}", f"acc {row['val_accuracy']:.4f}"]
+        """``epoch   3 | train loss 0.3120 accuracy 0.9010 | val loss 0.3300 accuracy 0.8950 | 1.2s``."""
+        parts = [f"epoch {row['epoch']:3d}"]
+        for split in ("train", "val") if "val_loss" in row else ("train",):
+            scores = " ".join(f"{name} {row[f'{split}_{name}']:.4f}" for name in ("loss", *self.metrics.names))
+            parts.append(f"{split} {scores}")
         parts.append(f"{row['seconds']:.1f}s")
         self.log(" | ".join(parts))
 
@@ -300,8 +323,8 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     """history.csv and history.jsonl, one row per epoch, rewritten atomically."""
     run_dir = Path(run_dir)
     buf = io.StringIO()
-    fields = [f for f in HISTORY_FIELDS if any(f in row for row in history)]
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    fields = list(dict.fromkeys(key for row in history for key in row))  # every key, in the order rows have them
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(history)
     atomic_write_bytes(run_dir / "history.csv", buf.getvalue().encode())
