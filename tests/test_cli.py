@@ -181,7 +181,8 @@ def test_evaluate_a_corrupt_model_file(run_copy, tmp_path, capsys, kind):
 def test_evaluate_a_model_of_another_configuration(run_copy, capsys, change):
     cfg = config.load(run_copy / "config.toml")
     for section, table in change.items():
-        cfg[section].update(table)
+        for key, value in table.items():
+            cfg = config.set_key(cfg, f"{section}.{key}", value)
     (run_copy / "config.toml").write_text(config.dumps(cfg))
     line = error_line(capsys, ["evaluate", str(run_copy)])
     assert str(run_copy / "model.npz") in line and "written with another configuration" in line

@@ -83,6 +83,21 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .runs import predict_file
+
+    path, n = predict_file(args.run_dir, args.input, args.out, output=args.output, batch_size=args.batch_size)
+    print(f"{n} predictions -> {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .experiment import model_summary
+
+    print(model_summary(config_.load(args.config, args.set)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -133,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a finished run on its validation and test splits")
     ev.add_argument("run_dir", metavar="RUN", help="a finished run folder (holding config.toml and model.npz)")
     ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="apply a finished run's normalizer and model to new inputs")
+    pr.add_argument("run_dir", metavar="RUN", help="a finished run folder (holding config.toml and model.npz)")
+    pr.add_argument("input", metavar="INPUT", help="inputs: an .npz archive (array x) or a .csv table "
+                    "(a CSV run's feature columns, by name; other columns are ignored)")
+    pr.add_argument("--out", required=True, help="where to write the predictions: a .npy or a .csv file")
+    pr.add_argument("--output", default="auto", choices=("auto", "class", "proba", "raw"),
+                    help="class indices, class probabilities or the model's raw outputs (default: classes for "
+                         "classification, values for regression)")
+    pr.add_argument("--batch-size", type=int, default=1024, help="examples per forward pass (default 1024)")
+    pr.set_defaults(func=cmd_predict)
+
+    sm = sub.add_parser("summary", help="print a configuration's model: each layer, its output shape and "
+                        "parameter count, without training")
+    sm.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a configuration key, e.g. --set model.layers.0.out_features=128")
+    sm.set_defaults(func=cmd_summary)
 
     demo = sub.add_parser("demo", help="a plain MLP against the same MLP with the lecture's tricks")
     demo.add_argument("--data", default="mnist1d", choices=("mnist1d", "mnist", "fashion"),

@@ -40,6 +40,10 @@ def _prob(default, help=""):
 
 LAYERS = ("linear", "dropconnect", "shakeout", "whiteout")
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+CLASSIFICATION_MONITORS = ("loss", "error", "val_loss", "val_accuracy", "val_error")
+MONITORS = {"cross_entropy": CLASSIFICATION_MONITORS, "bce_with_logits": CLASSIFICATION_MONITORS,
+            "mse": ("loss", "val_loss", "val_rmse", "val_r2")}
+DATA_NAMES = ("mnist", "fashion", "mnist1d", "npz", "csv")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal")
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -48,8 +52,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(str, "run", help="folder name of the run (one component, no path)"),
     },
     "data": {
-        "name": Key(str, "mnist1d", choices=("mnist", "fashion", "mnist1d")),
+        "name": Key(str, "mnist1d", choices=DATA_NAMES,
+                    help="a built-in data set, or your own file: npz (x_train, y_train[, x_test, y_test]) or csv"),
         "root": Key(str, "", help="folder with the IDX files; empty: $TRICKLAB_DATA, then the cache"),
+        "path": Key(str, "", help="your data file (data.name = npz or csv)"),
+        "target": Key(str, "", help="the CSV column holding the target (data.name = csv)"),
+        "test_path": Key(str, "", help="a CSV file of test rows with the same columns (empty: hold out a test split)"),
+        "test_fraction": Key(float, 0.2, low=0.0, high=1.0, low_open=True, high_open=True,
+                             help="share of your file held out as the test split when it has none"),
         "val_fraction": Key(float, 0.1, low=0.0, high=1.0, low_open=True, high_open=True),
         "train_subset": Key(int, 0, low=0, help="use only this many training examples (0: all)"),
         "normalize": Key(str, "per_feature", choices=("per_feature", "global", "none")),
@@ -57,6 +67,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "kind": Key(str, "mlp", choices=("mlp", "rnn", "lstm"),
                     help="mlp, or a recurrent net reading each input as a sequence (image rows, MNIST-1D steps)"),
+        "layers": Key(list, [], help="the model as a list of layers: [[model.layers]] tables naming a class of "
+                      "tricklab.nn (type = \"Linear\") and its arguments; instead of the hidden = [...] shorthand"),
         "hidden": Key(list, [256, 256], help="widths of the hidden layers (recurrent: one entry per stacked layer)"),
         "activation": Key(str, "relu", choices=ACTIVATIONS),
         "init": Key(str, "default", choices=INITS),
@@ -79,6 +91,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "zoneout_h": _prob(0.0, "zoneout probability of the hidden state (rnn, lstm)"),
         "zoneout_c": _prob(0.0, "zoneout probability of the cell state (lstm)"),
         "activity_l1": Key(float, 0.0, low=0.0, help="lambda of the L1 penalty on hidden activations"),
+    },
+    "loss": {
+        "name": Key(str, "cross_entropy", choices=("cross_entropy", "mse", "bce_with_logits"),
+                    help="cross_entropy for classes, mse for regression, bce_with_logits for 0/1 targets"),
+        "label_smoothing": Key(float, 0.0, low=0.0, high=1.0, help="cross-entropy's label smoothing, as torch's"),
     },
     "optimizer": {
         "name": Key(str, "adam", choices=("sgd", "adam", "adamw", "rmsprop")),
@@ -116,7 +133,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "early_stopping": {
         "enabled": Key(bool, False),
         "criterion": Key(str, "patience", choices=("patience", "GL", "PQ", "UP")),
-        "monitor": Key(str, "loss", choices=("loss", "error"), help="validation loss, or error rate 1 - accuracy"),
+        "monitor": Key(str, "loss", help="what to watch: loss or error (1 - accuracy) on validation, or any "
+                       "reported validation metric by name: val_loss, val_accuracy, val_error, val_rmse, val_r2"),
         "patience": Key(int, 5, low=0, help="epochs without improvement before stopping (0: stop at the first)"),
         "min_delta": Key(float, 0.0, low=0.0),
         "baseline": Key(float, None, optional=True,
@@ -192,8 +210,41 @@ def resolve(doc: dict) -> dict:
                 known = list(SCHEMA[section]) + [f"{s}.{n}" for s in SCHEMA for n in SCHEMA[s]]
                 raise ConfigError(f"unknown key {section}.{name}{_suggest(name, known)}")
             out[section][name] = _check_value(f"{section}.{name}", SCHEMA[section][name], value)
+    _resolve_layers(out, doc.get("model", {}))
     check_combinations(out)
     return out
+
+
+def uses_shorthand(cfg: dict) -> bool:
+    """Whether a resolved configuration's model is written in the ``hidden = [...]`` shorthand
+    (its ``model.layers`` then is the shorthand's expansion) rather than as an explicit layer list."""
+    return "hidden" in cfg["model"]
+
+
+def _resolve_layers(out: dict, given: dict) -> None:
+    """Fill ``model.layers``: the shorthand's expansion, or the user's list (then the shorthand keys go).
+
+    A table may carry both only as a resolved configuration does: the list equal to the expansion.
+    """
+    from .nn.spec import LayerSpecError, check_specs
+    from .shorthand import SHORTHAND_KEYS, expand
+
+    m = out["model"]
+    shorthand_given = [k for k in given if k in SHORTHAND_KEYS]
+    try:
+        if not given.get("layers"):
+            m["layers"] = expand(m, out["data"]["name"])
+            return
+        check_specs(m["layers"])
+    except (LayerSpecError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    if shorthand_given:
+        if m["layers"] != expand(m, out["data"]["name"]):
+            raise ConfigError(f"model.layers and the shorthand key model.{shorthand_given[0]} are both given: a "
+                              "layer list describes the whole model, so remove the shorthand keys (or model.layers)")
+        return
+    for key in SHORTHAND_KEYS:
+        del m[key]
 
 
 def _get(cfg: dict, dotted: str):
@@ -210,16 +261,8 @@ def _is_set(cfg: dict, dotted: str) -> bool:
 def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]]]:
     """(whether the choice holds, the choice, why, the keys that then would have no effect)."""
     m, o = cfg["model"], cfg["optimizer"]
-    kind, opt = m["kind"], o["name"]
-    per_hidden = ("model.batchnorm", "model.dropout", "model.noise_std", "model.activity_l1", "model.layer")
-    return [
-        (kind == "mlp" and not m["hidden"], "model.hidden = []", "there is no hidden layer", per_hidden),
-        (kind != "mlp", f'model.kind = "{kind}"', "the recurrent cells and their read-out take only zoneout "
-         "and dropout on the last hidden state", ("model.batchnorm", "model.layer", "model.noise_std",
-                                                  "model.activity_l1", "model.input_dropout", "model.init",
-                                                  "model.activation")),
-        (kind == "rnn", 'model.kind = "rnn"', "an RNN has no cell state", ("model.zoneout_c",)),
-        (kind == "mlp", 'model.kind = "mlp"', "zoneout is for recurrent nets", ("model.zoneout_h", "model.zoneout_c")),
+    opt = o["name"]
+    rules = [
         (opt in ("adam", "adamw"), f'optimizer.name = "{opt}"', "Adam's momentum is optimizer.beta1",
          ("optimizer.momentum", "optimizer.nesterov")),
         (opt in ("sgd", "rmsprop"), f'optimizer.name = "{opt}"', "betas are Adam's", ("optimizer.beta1", "optimizer.beta2")),
@@ -227,6 +270,21 @@ def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]
         (cfg["early_stopping"]["criterion"] != "patience",
          f'early_stopping.criterion = "{cfg["early_stopping"]["criterion"]}"', "a baseline is for the patience criterion",
          ("early_stopping.baseline",)),
+        (cfg["loss"]["name"] != "cross_entropy", f'loss.name = "{cfg["loss"]["name"]}"',
+         "label smoothing is cross-entropy's", ("loss.label_smoothing",)),
+    ]
+    if not uses_shorthand(cfg):
+        return rules
+    kind = m["kind"]
+    per_hidden = ("model.batchnorm", "model.dropout", "model.noise_std", "model.activity_l1", "model.layer")
+    return rules + [
+        (kind == "mlp" and not m["hidden"], "model.hidden = []", "there is no hidden layer", per_hidden),
+        (kind != "mlp", f'model.kind = "{kind}"', "the recurrent cells and their read-out take only zoneout "
+         "and dropout on the last hidden state", ("model.batchnorm", "model.layer", "model.noise_std",
+                                                  "model.activity_l1", "model.input_dropout", "model.init",
+                                                  "model.activation")),
+        (kind == "rnn", 'model.kind = "rnn"', "an RNN has no cell state", ("model.zoneout_c",)),
+        (kind == "mlp", 'model.kind = "mlp"', "zoneout is for recurrent nets", ("model.zoneout_h", "model.zoneout_c")),
     ]
 
 
@@ -242,13 +300,23 @@ def check_combinations(cfg: dict) -> None:
         raise ConfigError("optimizer.nesterov = true needs optimizer.momentum > 0 (Nesterov's look-ahead is "
                           "along the momentum), got optimizer.momentum = 0.0")
     e = cfg["early_stopping"]
+    monitors = MONITORS[cfg["loss"]["name"]]
+    if e["monitor"] not in monitors:
+        raise ConfigError(f"early_stopping.monitor = {e['monitor']!r} is not reported with loss.name = "
+                          f"{cfg['loss']['name']!r}; choose one of {list(monitors)}{_suggest(e['monitor'], monitors)}")
     low, high = e["stopping_threshold"], e["divergence_threshold"]
     if low is not None and high is not None and low >= high:
         raise ConfigError(f"early_stopping.stopping_threshold = {low!r} must be below early_stopping.divergence_threshold"
                           f" = {high!r}: otherwise every epoch stops training")
-    if m["kind"] == "mlp" and m["hidden"] and m["batchnorm"] and cfg["train"]["batch_size"] == 1:
-        raise ConfigError("model.batchnorm = true needs train.batch_size >= 2 (the statistics of a batch of "
-                          "one example normalize every unit to 0), got train.batch_size = 1")
+    if has_batchnorm(cfg) and cfg["train"]["batch_size"] == 1:
+        raise ConfigError("batch norm (model.batchnorm, or a BatchNorm layer in model.layers) needs train.batch_size "
+                          ">= 2 (the statistics of a batch of one example normalize every unit to 0), "
+                          "got train.batch_size = 1")
+
+
+def has_batchnorm(cfg: dict) -> bool:
+    """Whether the model of a resolved configuration has a batch-norm layer."""
+    return any(spec["type"].startswith("BatchNorm") for spec in cfg["model"]["layers"])
 
 
 def load(path: str | Path, overrides: list[str] | tuple = ()) -> dict:
@@ -272,17 +340,59 @@ def parse_value(text: str):
 
 
 def apply_overrides(doc: dict, overrides) -> dict:
-    """``section.key=value`` assignments applied to a copy of ``doc``."""
+    """``section.key=value`` assignments applied to a copy of ``doc``; ``model.layers.N.arg=value``
+    sets one argument of layer N (a model in the shorthand is first expanded into its layer list)."""
     doc = copy.deepcopy(doc)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, text = item.split("=", 1)
         parts = dotted.strip().split(".")
+        value = parse_value(text.strip())
+        if parts[:2] == ["model", "layers"] and len(parts) > 2:
+            _set_layer_argument(doc, parts[2:], value, dotted.strip())
+            continue
         if len(parts) != 2:
-            raise ConfigError(f"override key {dotted!r} must be section.key, e.g. optimizer.lr")
-        doc.setdefault(parts[0], {})[parts[1]] = parse_value(text.strip())
+            raise ConfigError(f"override key {dotted!r} must be section.key, e.g. optimizer.lr "
+                              "(or model.layers.N.argument)")
+        model = doc.get("model", {})
+        if parts[0] == "model" and _is_shorthand_key(parts[1]) and model.get("layers"):
+            if not any(_is_shorthand_key(k) for k in model):
+                raise ConfigError(f"{dotted.strip()} is a key of the hidden = [...] shorthand, but this configuration "
+                                  "lists model.layers: set model.layers.N.<argument> instead")
+            del model["layers"]  # a resolved shorthand model: its list is expanded again from the new keys
+        doc.setdefault(parts[0], {})[parts[1]] = value
     return doc
+
+
+def _is_shorthand_key(name: str) -> bool:
+    from .shorthand import SHORTHAND_KEYS
+
+    return name in SHORTHAND_KEYS
+
+
+def _set_layer_argument(doc: dict, path: list[str], value, dotted: str) -> None:
+    """``model.layers.N.arg[.arg ...] = value``; a shorthand model becomes its explicit layer list."""
+    from .shorthand import SHORTHAND_KEYS
+
+    model = doc.setdefault("model", {})
+    if not model.get("layers") or any(k in SHORTHAND_KEYS for k in model):
+        layers = resolve(doc)["model"]["layers"]
+        for key in SHORTHAND_KEYS:
+            model.pop(key, None)
+        model["layers"] = layers
+    layers = model["layers"]
+    if len(path) < 2 or not path[0].isdigit():
+        raise ConfigError(f"override key {dotted!r} must be model.layers.N.argument, e.g. model.layers.3.p")
+    index = int(path[0])
+    if index >= len(layers):
+        raise ConfigError(f"{dotted}: model.layers has {len(layers)} entries (0 to {len(layers) - 1}), not {index + 1}")
+    table = layers[index]
+    for name in path[1:-1]:
+        if not isinstance(table.get(name), dict):
+            raise ConfigError(f"{dotted}: model.layers.{index} has no table {name!r}")
+        table = table[name]
+    table[path[-1]] = value
 
 
 def set_key(config: dict, dotted: str, value) -> dict:
@@ -298,6 +408,8 @@ def toml_literal(value) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
@@ -306,6 +418,13 @@ def dumps(config: dict) -> str:
     lines = []
     for section, table in config.items():
         lines.append(f"[{section}]")
-        lines += [f"{name} = {toml_literal(value)}" for name, value in table.items() if value is not None]
+        tables = {name: v for name, v in table.items() if isinstance(v, list) and v and all(isinstance(e, dict) for e in v)}
+        lines += [f"{name} = {toml_literal(value)}" for name, value in table.items()
+                  if value is not None and name not in tables]
         lines.append("")
+        for name, entries in tables.items():  # arrays of tables ([[model.layers]]) after the section's keys
+            for entry in entries:
+                lines.append(f"[[{section}.{name}]]")
+                lines += [f"{k} = {toml_literal(v)}" for k, v in entry.items()]
+                lines.append("")
     return "\n".join(lines)

@@ -32,36 +32,95 @@ from . import config as config_
 from . import nn, optim
 from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
-from .train import EarlyStopping, Trainer
+from .nn.summary import summary
+from .train import EarlyStopping, Trainer, metrics_for
 from .train.checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest
 from .train.runlock import hold_run_folder
 
-N_CLASSES = 10
+N_CLASSES = 10  # the built-in data sets
+N_FEATURES = {"mnist": 784, "fashion": 784, "mnist1d": 40}
+SAMPLE_SHAPES = {"mnist": (28, 28), "fashion": (28, 28), "mnist1d": (40,)}
 
 
 @dataclass
 class Data:
+    """Training, validation and test splits as float32 feature rows (N, F) with their targets.
+
+    ``sample_shape`` is one example's own shape ((28, 28) for an MNIST image, (C, H, W) from an
+    npz archive); an explicit layer list sees examples of that shape, the ``hidden`` shorthand's
+    MLP sees the rows. ``n_outputs`` is the width the model's last layer must have.
+    """
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     image_shape: tuple[int, ...] | None
+    sample_shape: tuple[int, ...] = ()
+    n_outputs: int = N_CLASSES
+    note: str | None = None
+    columns: list[str] | None = None  # a CSV file's feature columns, in the order of x's columns
 
 
-def load_raw(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...] | None]:
-    """(train, test, image shape) as float32 feature rows; images scaled to [0, 1]."""
-    name, root = cfg["data"]["name"], cfg["data"]["root"] or None
+def load_raw(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...], str | None, list[str] | None]:
+    """(train, test, sample shape, note, CSV columns) with x as float32 rows; built-in images scaled to [0, 1]."""
+    d = cfg["data"]
+    name, root = d["name"], d["root"] or None
     if name == "mnist1d":
-        return load_mnist1d("train"), load_mnist1d("test"), None
+        return load_mnist1d("train"), load_mnist1d("test"), SAMPLE_SHAPES[name], None, None
+    if name in ("npz", "csv"):
+        return _load_file(cfg)
     kind = "fashion" if name == "fashion" else "mnist"
     splits = []
     for split in ("train", "test"):
         X, y = load_mnist(split, root=root, kind=kind)
         splits.append(((X.reshape(len(X), -1) / np.float32(255.0)).astype(np.float32), y))
-    return splits[0], splits[1], (28, 28)
+    return splits[0], splits[1], SAMPLE_SHAPES[name], None, None
+
+
+def _load_file(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...], str | None, list[str] | None]:
+    """The user's npz archive or CSV table; targets checked against (and converted for) the loss."""
+    from .data.files import check_targets, load_csv, load_npz
+
+    d, loss = cfg["data"], cfg["loss"]["name"]
+    if not d["path"]:
+        raise config_.ConfigError(f"data.name = {d['name']!r} needs data.path, the file to read")
+    if d["name"] == "npz":
+        for key in ("target", "test_path"):
+            if d[key]:
+                raise config_.ConfigError(f"data.{key} is for data.name = \"csv\"; an npz archive holds x_test, y_test")
+        f = load_npz(d["path"], test_fraction=d["test_fraction"], seed=0)
+    else:
+        if not d["target"]:
+            raise config_.ConfigError("data.name = \"csv\" needs data.target, the name of the target column")
+        f = load_csv(d["path"], d["target"], test_path=d["test_path"] or None, test_fraction=d["test_fraction"], seed=0)
+    test_file = d["path"] if f.test_held_out or not d["test_path"] else d["test_path"]
+    y_train = check_targets(f.y_train, loss, d["path"], "y_train")
+    y_test = check_targets(f.y_test, loss, test_file, "y_test")
+    rows = lambda x: np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
+    columns = list(f.columns) if f.columns is not None else None
+    return (rows(f.x_train), y_train), (rows(f.x_test), y_test), tuple(f.sample_shape), f.note, columns
+
+
+def _targets_for_loss(y: np.ndarray, loss: str) -> np.ndarray:
+    """MSE and BCE compare outputs of shape (N, k) with targets of that shape: (N,) becomes (N, 1)."""
+    return y.reshape(len(y), 1) if loss != "cross_entropy" and y.ndim == 1 else y
+
+
+def count_outputs(cfg: dict, y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """The last layer's width: the number of classes for cross-entropy, of targets otherwise."""
+    if cfg["loss"]["name"] != "cross_entropy":
+        return int(y_train.shape[1])
+    if cfg["data"]["name"] not in ("npz", "csv"):
+        return N_CLASSES
+    return int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
 
 
 def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
-    (X, y), test, image_shape = load_raw(cfg)
+    (X, y), (X_test, y_test), sample_shape, note, columns = load_raw(cfg)
+    loss = cfg["loss"]["name"]
+    if loss != "cross_entropy" and cfg["data"]["name"] not in ("npz", "csv"):
+        raise config_.ConfigError(f"loss.name = {loss!r} needs float or 0/1 targets; the built-in data set "
+                                  f"{cfg['data']['name']} has classes: use loss.name = \"cross_entropy\"")
+    y, y_test = _targets_for_loss(y, loss), _targets_for_loss(y_test, loss)
     subset = cfg["data"]["train_subset"]
     if subset > len(X):
         raise config_.ConfigError(f"data.train_subset = {subset} is larger than the {len(X)} training examples of "
@@ -70,7 +129,33 @@ def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
         X, y = X[:subset], y[:subset]
     Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
                                          seed=np.random.default_rng(seeds))
-    return Data((Xtr, ytr), (Xva, yva), test, image_shape)
+    return Data((Xtr, ytr), (Xva, yva), (X_test, y_test), _image_shape(sample_shape), sample_shape,
+                count_outputs(cfg, ytr, y_test), note, columns)
+
+
+def _image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(H, W) of gray images, (H, W) or (1, H, W), for the augmentations; None for other data."""
+    if len(sample_shape) == 3 and sample_shape[0] == 1:
+        return sample_shape[1:]
+    return sample_shape if len(sample_shape) == 2 else None
+
+
+def model_input_shape(cfg: dict, data: Data) -> tuple[int, ...]:
+    """Examples as the model sees them: rows for the shorthand's MLP, their own shape for a layer list."""
+    if config_.uses_shorthand(cfg):
+        return (int(np.prod(data.sample_shape)),)
+    return data.sample_shape
+
+
+def model_summary(cfg: dict) -> str:
+    """The model of a configuration, layer by layer (built-in data sets are not read: their shapes are known)."""
+    shape = builtin_input_shape(cfg)
+    if shape is None:
+        data = prepare_data(cfg, np.random.SeedSequence(cfg["run"]["seed"]).spawn(3)[0])
+        shape, n_out = model_input_shape(cfg, data), data.n_outputs
+    else:
+        n_out = N_CLASSES
+    return summary(build_model(cfg, shape, n_out, np.random.SeedSequence(0)), shape)
 
 
 def fit_normalizer(cfg: dict, X_train: np.ndarray) -> Standardizer | None:
@@ -81,96 +166,53 @@ def fit_normalizer(cfg: dict, X_train: np.ndarray) -> Standardizer | None:
     return Standardizer(per_feature=mode == "per_feature").fit(X_train)
 
 
-def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[name]()
+def build_model(cfg: dict, input_shape: tuple[int, ...] | int, n_out: int,
+                seeds: np.random.SeedSequence) -> nn.Sequential:
+    """The layers of ``model.layers`` (the ``hidden`` shorthand's expansion, or the user's list) for
+    examples of ``input_shape``, the last width ``n_out``; one generator per random layer from ``seeds``."""
+    from .nn.spec import LayerSpecError, build_layers
+
+    shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+    try:
+        return build_layers(cfg["model"]["layers"], shape, n_out, seeds, dtype=cfg["train"]["dtype"])
+    except LayerSpecError as exc:
+        raise config_.ConfigError(str(exc)) from None
 
 
-def _hidden_layer(m: dict, n_in: int, n_out: int, rng: np.random.Generator) -> nn.Module:
-    kind = m["layer"]
-    if kind == "linear":
-        return nn.Linear(n_in, n_out, init=m["init"], rng=rng)
-    if kind == "dropconnect":
-        return nn.DropConnect(n_in, n_out, p=m["layer_p"], mask=m["dropconnect_mask"],
-                              inference=m["dropconnect_inference"], init=m["init"], rng=rng)
-    if kind == "shakeout":
-        return nn.Shakeout(n_in, n_out, tau=m["shakeout_tau"], c=m["shakeout_c"], init=m["init"], rng=rng)
-    return nn.Whiteout(n_in, n_out, sigma=m["whiteout_sigma"], gamma=m["whiteout_gamma"], lam=m["whiteout_lambda"],
-                       mode=m["whiteout_mode"], init=m["init"], rng=rng)
+def _spec_parameters(spec: dict, shape: tuple[int, ...], width: int | None) -> tuple[int, tuple[int, ...]]:
+    """(trainable values, output shape) of one layer specification, from the sizes alone."""
+    kind = spec["type"]
+    if kind == "Flatten":
+        return 0, (int(np.prod(shape)),)
+    if "out_features" in spec or (width is not None and kind in ("Linear", "DropConnect", "Shakeout", "Whiteout")):
+        n_in, n_out = int(np.prod(shape)), int(spec.get("out_features", width))
+        return n_in * n_out + n_out * bool(spec.get("bias", True)), (n_out,)
+    if kind.startswith("BatchNorm"):
+        return 2 * shape[0] * bool(spec.get("affine", True)), shape
+    if kind == "SequenceEncoder":
+        rnn, steps = spec["rnn"], spec["time_steps"]
+        gates = 4 if rnn["type"] == "LSTM" else 1
+        h, layers = rnn["hidden_size"], rnn.get("num_layers", 1)
+        inputs = [int(np.prod(shape)) // steps] + [h] * (layers - 1)
+        return sum(gates * h * (i + h + 2) for i in inputs), (h,)
+    return 0, shape
 
 
-N_FEATURES = {"mnist": 784, "fashion": 784, "mnist1d": 40}
+def count_parameters(cfg: dict, input_shape: tuple[int, ...] | int, n_out: int) -> int:
+    """The number of trainable values :func:`build_model` creates, from the sizes alone (nothing allocated)::
 
-
-def time_steps(n_in: int) -> int:
-    """A recurrent net reads an image row by row (28 steps), an MNIST-1D sequence value by value."""
-    return 28 if n_in == 784 else n_in
-
-
-def build_recurrent(cfg: dict, n_in: int, n_out: int, gens) -> nn.Sequential:
-    """Each input read as a sequence (28 image rows of 28 pixels, or MNIST-1D's 40 steps of 1 value),
-    a stacked RNN/LSTM with zoneout, [dropout] on the last hidden state, a Linear read-out."""
-    m = cfg["model"]
-    if len(set(m["hidden"])) != 1:
-        raise config_.ConfigError(f"model.hidden must list one width per stacked recurrent layer, all equal; got {m['hidden']}")
-    steps = time_steps(n_in)
-    size, layers = m["hidden"][0], len(m["hidden"])
-    if m["kind"] == "lstm":
-        rnn = nn.LSTM(n_in // steps, size, layers, zoneout_h=m["zoneout_h"], zoneout_c=m["zoneout_c"], rng=next(gens))
-    else:
-        rnn = nn.RNN(n_in // steps, size, layers, zoneout=m["zoneout_h"], rng=next(gens))
-    out: list[nn.Module] = [nn.SequenceEncoder(rnn, steps)]
-    if m["dropout"]:
-        out.append(nn.Dropout(m["dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
-    out.append(nn.Linear(size, n_out, rng=next(gens)))
-    return nn.Sequential(*out)
-
-
-def build_model(cfg: dict, n_in: int, n_out: int, seeds: np.random.SeedSequence) -> nn.Sequential:
-    """Input dropout, then per hidden layer: layer, [batch norm], activation, [noise], [L1], [dropout].
-    With ``model.kind`` rnn or lstm: :func:`build_recurrent`."""
-    m = cfg["model"]
-    gens = iter(np.random.default_rng(s) for s in seeds.spawn(4 * len(m["hidden"]) + 4))
-    if m["kind"] != "mlp":
-        return build_recurrent(cfg, n_in, n_out, gens).to(np.dtype(cfg["train"]["dtype"]))
-    layers: list[nn.Module] = []
-    if m["input_dropout"]:
-        layers.append(nn.Dropout(m["input_dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
-    width = n_in
-    for h in m["hidden"]:
-        layers.append(_hidden_layer(m, width, h, next(gens)))
-        if m["batchnorm"]:
-            layers.append(nn.BatchNorm1d(h))
-        layers.append(_activation(m["activation"]))
-        if m["noise_std"]:
-            layers.append(nn.GaussianNoise(m["noise_std"], mode=m["noise_mode"], rng=next(gens)))
-        if m["activity_l1"]:
-            layers.append(nn.ActivityL1(m["activity_l1"]))
-        if m["dropout"]:
-            layers.append(nn.Dropout(m["dropout"], scaling=m["dropout_scaling"], rng=next(gens)))
-        width = h
-    layers.append(nn.Linear(width, n_out, init=m["init"] if m["init"] != "kaiming_uniform" else "default",
-                            rng=next(gens)))
-    model = nn.Sequential(*layers)
-    return model.to(np.dtype(cfg["train"]["dtype"]))
-
-
-def count_parameters(cfg: dict, n_in: int, n_out: int) -> int:
-    """The number of trainable values :func:`build_model` creates, from the widths alone::
-
-        MLP, widths w_0 = n_in, w_1..w_L = hidden, w_{L+1} = n_out:
-            sum_l (w_l w_{l+1} + w_{l+1})  +  2 sum_{l=1..L} w_l  with batch norm
-        RNN (g = 1) / LSTM (g = 4) gates, layer inputs i_l, widths h_l:
-            sum_l g h_l (i_l + h_l + 2)  +  h_L n_out + n_out
+        Linear-like, n_in -> n_out:          n_in n_out + n_out (bias)
+        BatchNorm over C features:           2 C (gamma, beta)
+        RNN (g = 1) / LSTM (g = 4) layer l:  g h (i_l + h + 2), i_1 = features per step, i_l = h after
     """
-    m = cfg["model"]
-    hidden = m["hidden"]
-    if m["kind"] != "mlp":
-        gates = 4 if m["kind"] == "lstm" else 1
-        inputs = [n_in // time_steps(n_in), *hidden[:-1]]
-        return sum(gates * h * (i + h + 2) for i, h in zip(inputs, hidden)) + hidden[-1] * n_out + n_out
-    widths = [n_in, *hidden, n_out]
-    affine = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    return affine + (2 * sum(hidden) if m["batchnorm"] else 0)
+    shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+    specs, total = cfg["model"]["layers"], 0
+    last = max((i for i, s in enumerate(specs) if s["type"] in ("Linear", "DropConnect", "Shakeout", "Whiteout")),
+               default=None)
+    for i, spec in enumerate(specs):
+        n, shape = _spec_parameters(spec, shape, n_out if i == last else None)
+        total += n
+    return total
 
 
 def optimizer_state_copies(cfg: dict) -> int:
@@ -181,12 +223,13 @@ def optimizer_state_copies(cfg: dict) -> int:
     return int(o["momentum"] > 0) + (o["name"] == "rmsprop")
 
 
-def training_bytes(cfg: dict) -> int:
+def training_bytes(cfg: dict, input_shape: tuple[int, ...] | int | None = None, n_out: int = N_CLASSES) -> int:
     """Bytes of the arrays that training holds per parameter: weights, gradients, optimizer state,
-    and the best weights kept for early stopping's restore; activations and data not counted."""
+    and the best weights kept for early stopping's restore; activations and data not counted.
+    ``input_shape`` defaults to the built-in data set's rows."""
     e = cfg["early_stopping"]
     copies = 2 + optimizer_state_copies(cfg) + int(e["enabled"] and e["restore_best"])
-    n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES)
+    n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]] if input_shape is None else input_shape, n_out)
     return copies * n * np.dtype(cfg["train"]["dtype"]).itemsize
 
 
@@ -195,15 +238,32 @@ def physical_memory() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_fits_in_memory(cfg: dict) -> None:
+def check_fits_in_memory(cfg: dict, input_shape: tuple[int, ...] | int | None = None, n_out: int = N_CLASSES) -> None:
     """Refuse a model whose training arrays alone would exceed the machine's memory, before allocating them."""
-    need, have = training_bytes(cfg), physical_memory()
+    need, have = training_bytes(cfg, input_shape, n_out), physical_memory()
     if need > have:
-        n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]], N_CLASSES)
+        n = count_parameters(cfg, N_FEATURES[cfg["data"]["name"]] if input_shape is None else input_shape, n_out)
+        what = f"model.hidden = {cfg['model']['hidden']}" if config_.uses_shorthand(cfg) else "model.layers"
         raise config_.ConfigError(
-            f"model.hidden = {cfg['model']['hidden']} needs about {need / 2**30:.1f} GiB for its {n:,} parameters "
+            f"{what} needs about {need / 2**30:.1f} GiB for its {n:,} parameters "
             f"(weights, gradients and {cfg['optimizer']['name']} state in train.dtype = \"{cfg['train']['dtype']}\"), "
             f"more than the {have / 2**30:.1f} GiB of memory of this machine; choose smaller widths")
+
+
+def _input_pipeline(normalizer: Standardizer | None, shape: tuple[int, ...]):
+    """Rows -> normalized float32 examples of the model's input ``shape``."""
+    def prepare(X):
+        X = normalizer.transform(X).astype(np.float32) if normalizer is not None else X
+        return X.reshape(len(X), *shape)
+    return prepare
+
+
+def build_loss(cfg: dict, dtype) -> nn.Module:
+    """The configured loss: cross-entropy (with label smoothing), MSE or binary cross-entropy on logits."""
+    name = cfg["loss"]["name"]
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=cfg["loss"]["label_smoothing"], dtype=dtype)
+    return nn.MSELoss(dtype=dtype) if name == "mse" else nn.BCEWithLogitsLoss(dtype=dtype)
 
 
 def parameter_groups(cfg: dict, model: nn.Module) -> list[dict]:
@@ -309,26 +369,33 @@ class Experiment:
     bn_loader: DataLoader
     val: tuple
     test: tuple
+    input_shape: tuple[int, ...] = ()
 
 
 def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, log=None) -> Experiment:
     """Data, model, optimizer and trainer of a configuration; nothing is written to ``run_dir`` yet."""
-    check_fits_in_memory(cfg)
+    if cfg["data"]["name"] not in ("npz", "csv"):
+        check_fits_in_memory(cfg)  # before the data are read, when their sizes are known beforehand
     seeds = np.random.SeedSequence(cfg["run"]["seed"])
     s_split, s_model, s_loader = seeds.spawn(3)
     data = prepare_data(cfg, s_split)
+    if data.note and log is not None:
+        log(data.note)
+    shape = model_input_shape(cfg, data)
+    check_fits_in_memory(cfg, shape, data.n_outputs)
     normalizer = fit_normalizer(cfg, data.train[0])
-    norm = (lambda X: normalizer.transform(X).astype(np.float32)) if normalizer else (lambda X: X)
+    norm = _input_pipeline(normalizer, shape)
     Xtr, ytr = data.train
-    transform = build_augmentation(cfg, data.image_shape, normalizer)
+    augment = build_augmentation(cfg, data.image_shape, normalizer)
+    transform = (lambda xb, rng: augment(xb, rng).reshape(len(xb), *shape)) if augment is not None else None
     Xtr_in = Xtr if transform is not None else norm(Xtr)
     t = cfg["train"]
     # batch norm cannot train on a last batch of one example: drop such a tail (it changes every epoch)
-    tail_of_one = cfg["model"]["batchnorm"] and len(Xtr) % t["batch_size"] == 1
+    tail_of_one = config_.has_batchnorm(cfg) and len(Xtr) % t["batch_size"] == 1
     loader = DataLoader(Xtr_in, ytr, t["batch_size"], shuffle=True, drop_last=tail_of_one,
                         rng=np.random.default_rng(s_loader), transform=transform)
     bn_loader = DataLoader(norm(Xtr), ytr, t["batch_size"], shuffle=False, drop_last=tail_of_one)
-    model = build_model(cfg, Xtr.shape[1], N_CLASSES, s_model)
+    model = build_model(cfg, shape, data.n_outputs, s_model)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     r, e = cfg["regularization"], cfg["early_stopping"]
@@ -340,22 +407,30 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
                                 stopping_threshold=e["stopping_threshold"],
                                 divergence_threshold=e["divergence_threshold"])
     constraints = [nn.MaxNorm(r["max_norm"])] if r["max_norm"] else []
-    trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optimizer, scheduler=scheduler,
+    trainer = Trainer(model, build_loss(cfg, model.dtype), optimizer, scheduler=scheduler,
+                      metrics=metrics_for(cfg["loss"]["name"]),
                       clip_value=r["clip_value"] or None, clip_norm=r["clip_norm"] or None, constraints=constraints,
                       early_stopping=stopper, bn_statistics=t["bn_statistics"], run_dir=run_dir,
                       generators={"loader": loader.rng}, progress=progress, log=log,
                       extra_state={"config": cfg, "normalizer": normalizer.state_dict() if normalizer else None})
-    val = (norm(data.val[0]), data.val[1])
-    test = (norm(data.test[0]), data.test[1])
-    return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test)
+    val, test = (norm(data.val[0]), data.val[1]), (norm(data.test[0]), data.test[1])
+    return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test, shape)
 
 
 # ---------------------------------------------------------------------------- runs
-def save_model(path: Path, model: nn.Module, normalizer: Standardizer | None) -> None:
-    """Weights (state_dict names as PyTorch's) and the input normalizer in one archive."""
+def save_model(path: Path, model: nn.Module, normalizer: Standardizer | None,
+               input_shape: tuple[int, ...] | None = None, n_outputs: int | None = None,
+               columns: list[str] | None = None) -> None:
+    """Weights (state_dict names as PyTorch's), the input normalizer, and what the model reads
+    (one example's shape, the CSV feature columns) and writes (its width), in one archive."""
     import io
 
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if input_shape is not None:
+        arrays["shape/input"] = np.asarray(input_shape, dtype=np.int64)
+        arrays["shape/outputs"] = np.asarray(n_outputs, dtype=np.int64)
+    if columns:
+        arrays["data/columns"] = np.asarray(columns, dtype=str)
     if normalizer is not None:
         s = normalizer.state_dict()
         arrays["normalizer/mean"], arrays["normalizer/std"] = np.asarray(s["mean"]), np.asarray(s["std"])
@@ -408,14 +483,35 @@ def load_model(run_dir: Path) -> tuple[nn.Sequential, Standardizer | None, dict]
         raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not finished")
     arrays = _model_archive(path)
     state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    n_in = N_FEATURES[cfg["data"]["name"]]
-    model = build_model(cfg, n_in, N_CLASSES, np.random.SeedSequence(0))
+    shape, n_out = archived_shapes(arrays, cfg)
     other = f"{path} was written with another configuration than {run_dir / 'config.toml'}"
+    expected = builtin_input_shape(cfg)
+    if expected is not None and shape != expected:
+        raise ModelFileError(f"{other} (its model reads examples of shape {shape}; data.name = "
+                             f"{cfg['data']['name']!r} gives {expected})")
     try:
+        model = build_model(cfg, shape, n_out, np.random.SeedSequence(0))
         model.load_state_dict(state)
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{other} ({exc.args[0] if exc.args else exc})") from exc
+    n_in = int(np.prod(shape))
     return model.eval(), _archived_normalizer(arrays, cfg["data"]["normalize"], n_in, other), cfg
+
+
+def builtin_input_shape(cfg: dict) -> tuple[int, ...] | None:
+    """The model's input shape on a built-in data set (None for the user's files: known once read)."""
+    name = cfg["data"]["name"]
+    if name not in SAMPLE_SHAPES:
+        return None
+    return (N_FEATURES[name],) if config_.uses_shorthand(cfg) else SAMPLE_SHAPES[name]
+
+
+def archived_shapes(arrays: dict, cfg: dict) -> tuple[tuple[int, ...], int]:
+    """(one example's input shape, the number of outputs) of a model archive; archives written before
+    they recorded shapes hold a model of the built-in data set's rows and 10 classes."""
+    if "shape/input" in arrays:
+        return tuple(int(n) for n in arrays["shape/input"]), int(arrays["shape/outputs"])
+    return (N_FEATURES[cfg["data"]["name"]],), N_CLASSES
 
 
 def _archived_normalizer(arrays: dict, mode: str, n_in: int, other: str) -> Standardizer | None:
@@ -463,8 +559,9 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
                 raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
                                       "or choose another --out folder")
             atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
+            log(summary(exp.model, exp.input_shape))
             metrics = _fit_and_save(exp, run_dir, start, plots)
-    log(f"validation accuracy {metrics['val_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f} -> {run_dir}")
+    log(f"{headline(metrics)} -> {run_dir}")
     return metrics
 
 
@@ -511,8 +608,7 @@ def _fit_and_save(exp: Experiment, run_dir: Path, start: float, plots: bool) -> 
     test = exp.trainer.evaluate(exp.test)
     es = exp.trainer.early_stopping
     metrics = {
-        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-        "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+        **scores(val, test),
         "epochs_run": exp.trainer.epoch,
         "best_epoch": es.best_epoch if es is not None else exp.trainer.epoch,
         "stopped_early": bool(es is not None and es.stopped_epoch is not None),
@@ -522,7 +618,8 @@ def _fit_and_save(exp: Experiment, run_dir: Path, start: float, plots: bool) -> 
         "n_train": len(exp.data.train[1]), "n_val": len(exp.data.val[1]), "n_test": len(exp.data.test[1]),
         "threads": _threads(),
     }
-    save_model(run_dir / "model.npz", exp.model, exp.normalizer)
+    save_model(run_dir / "model.npz", exp.model, exp.normalizer, exp.input_shape, exp.data.n_outputs,
+               exp.data.columns)
     write_json(run_dir / "metrics.json", metrics)
     if plots:
         from .report.plots import plot_history
@@ -586,17 +683,29 @@ def _check_extension(exp: Experiment, planned: int, log) -> None:
             f"after them (it is periodic): this run differs from one of {epochs} epochs from the start")
 
 
+def scores(val: dict, test: dict) -> dict:
+    """{"val_loss": ..., "val_accuracy": ..., "test_loss": ..., ...}: every metric of both splits."""
+    return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
+
+
+def headline(metrics: dict) -> str:
+    """'validation accuracy 0.9812, test accuracy 0.9790' (RMSE and R² for regression)."""
+    names = [k[len("test_"):] for k in metrics if k.startswith("test_") and k != "test_loss"] or ["loss"]
+    return ", ".join(f"{split} {name} {metrics[f'{key}_{name}']:.4f}"
+                     for split, key in (("validation", "val"), ("test", "test")) for name in names)
+
+
 def evaluate_run(run_dir: str | Path) -> dict:
     """Score a finished run's saved model on its validation and test splits."""
     model, normalizer, cfg = load_model(run_dir)
     seeds = np.random.SeedSequence(cfg["run"]["seed"])
     data = prepare_data(cfg, seeds.spawn(3)[0])
-    norm = (lambda X: normalizer.transform(X).astype(np.float32)) if normalizer else (lambda X: X)
-    trainer = Trainer(model, nn.CrossEntropyLoss(dtype=model.dtype), optim.SGD(model.parameters(), lr=0.1))
+    norm = _input_pipeline(normalizer, model_input_shape(cfg, data))
+    trainer = Trainer(model, build_loss(cfg, model.dtype), optim.SGD(model.parameters(), lr=0.1),
+                      metrics=metrics_for(cfg["loss"]["name"]))
     val = trainer.evaluate((norm(data.val[0]), data.val[1]))
     test = trainer.evaluate((norm(data.test[0]), data.test[1]))
-    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    return scores(val, test)
 
 
 def _threads() -> int | None:

@@ -86,3 +86,32 @@ def test_losses_follow_the_prediction_dtype_like_torch(rng):
     np.testing.assert_allclose(crit.backward(), ref_grad, rtol=1e-10, atol=1e-12)
     assert crit(z.astype(np.float32), d) == pytest.approx(ref_value, rel=1e-5)
     assert crit.backward().dtype == np.float32
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_smoothing_matches_torch(eps, dtype):
+    import torch
+
+    rng = np.random.default_rng(4)
+    z = (rng.standard_normal((7, 5)) * 3).astype(dtype)
+    d = rng.integers(0, 5, 7)
+    crit = nn.CrossEntropyLoss(label_smoothing=eps)
+    value, grad = crit(z, d), crit.backward()
+    zt = torch.tensor(z, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(zt, torch.tensor(d), label_smoothing=eps)
+    ref.backward()
+    tol = 50 * np.finfo(dtype).eps
+    assert value == pytest.approx(ref.item(), rel=tol, abs=tol)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_label_smoothing_is_gradchecked_and_range_checked():
+    from tricklab.check import gradcheck
+
+    rng = np.random.default_rng(5)
+    crit = nn.CrossEntropyLoss(label_smoothing=0.2, dtype=np.float64)
+    d = rng.integers(0, 4, 6)
+    assert gradcheck(lambda z: (crit(z, d), lambda g: crit.backward(g)), rng.standard_normal((6, 4)))
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        nn.CrossEntropyLoss(label_smoothing=1.5)

@@ -321,6 +321,43 @@ def load_csv(path: str | os.PathLike, target: str | Sequence[str],
     return _with_test_split(path, x_train, y_train, test, test_fraction, seed, columns=tuple(features))
 
 
+# --- inputs to predict on ----------------------------------------------------------------------
+
+def load_features(path: str | os.PathLike, columns: Sequence[str] | None = None) -> np.ndarray:
+    """The inputs of a file to predict on, as float32 of shape (N, ...).
+
+    An ``.npz`` archive gives its array ``x`` (else ``x_test``, else its only array). A CSV table
+    gives the ``columns`` a model was trained on, by name and in that order (other columns, such as
+    the target, are ignored), or every column when ``columns`` is None.
+    """
+    path = _existing_file(path)
+    if path.suffix.lower() == ".csv":
+        header, rows = _read_rows(path)
+        if not rows:
+            raise DataFileError(f"{path}: a header but no data rows")
+        wanted = list(columns) if columns is not None else header
+        missing = [name for name in wanted if name not in header]
+        if missing:
+            raise DataFileError(f"{path}: no column {missing[0]!r}{_did_you_mean(missing[0], header)}; the model "
+                                f"reads the columns {', '.join(wanted)}")
+        values = _parse_rows(path, header, rows)
+        return values[:, [header.index(name) for name in wanted]].astype(np.float32)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataFileError(f"{path}: neither a .csv table nor a NumPy .npz archive") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataFileError(f"{path}: a single .npy array; save the inputs with np.savez(path, x=inputs)")
+    with archive:
+        names = list(archive.files)
+        name = next((n for n in ("x", "x_test") if n in names), names[0] if len(names) == 1 else None)
+        if name is None:
+            raise DataFileError(f"{path}: which array holds the inputs? name it 'x' (it holds {', '.join(names)})")
+        x = _npz_array(path, archive, name)
+    _finite(path, name, x)
+    return x.astype(np.float32)
+
+
 # --- targets against the loss ------------------------------------------------------------------
 
 def _integer_valued(y: np.ndarray) -> bool:

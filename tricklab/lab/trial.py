@@ -76,6 +76,7 @@ def run_trial(cfg: dict, run_dir: str | Path, score_test: bool = False) -> dict:
         if score_test:
             test = exp.trainer.evaluate(exp.test)
             metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-        save_model(run_dir / "model.npz", exp.model, exp.normalizer)
+        save_model(run_dir / "model.npz", exp.model, exp.normalizer, exp.input_shape, exp.data.n_outputs,
+                   exp.data.columns)
         write_json(run_dir / "metrics.json", metrics)
         return {"history": exp.trainer.history, "metrics": metrics, "reused": False}

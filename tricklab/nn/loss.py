@@ -50,7 +50,20 @@ class CrossEntropyLoss(_Loss):
 
         Loss = -(1/B) sum_t log softmax(z_t)[d_t]
         dLoss/dz_t = (softmax(z_t) - onehot(d_t)) / B
+
+    With ``label_smoothing`` eps (Szegedy et al. 2016, as torch's) the target is the mixture
+    q_t = (1 - eps) onehot(d_t) + eps / C, so that
+
+        Loss = -(1/B) sum_t sum_k q_tk log softmax(z_t)_k
+             = (1 - eps) * (the loss above) - (eps / C) (1/B) sum_t sum_k log softmax(z_t)_k
+        dLoss/dz_t = (softmax(z_t) - q_t) / B
     """
+
+    def __init__(self, label_smoothing: float = 0.0, dtype=None):
+        super().__init__(dtype=dtype)
+        if isinstance(label_smoothing, bool) or not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, pred, target):
         z = self._prediction(pred)
@@ -65,12 +78,19 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"CrossEntropyLoss: target classes must lie in [0, {z.shape[1]}), got range [{d.min()}, {d.max()}]")
         loss, logp = K.cross_entropy(z, d)  # logp = log_softmax(z), loss = -mean_t logp_t[d_t]
         self._logp, self._target = logp, d
+        eps = self.label_smoothing
+        if eps:
+            uniform = -float(logp.sum(dtype=np.float64)) / (len(d) * z.shape[1])
+            loss = (1.0 - eps) * loss + eps * uniform
         return loss
 
     def backward(self, grad=1.0):
         logp, d = self._saved("_logp"), self._target
         g = np.exp(logp)
-        g[np.arange(len(d)), d] -= 1
+        eps = self.label_smoothing
+        if eps:
+            g -= self.dtype.type(eps / g.shape[1])
+        g[np.arange(len(d)), d] -= self.dtype.type(1.0 - eps) if eps else 1
         g *= self.dtype.type(grad / len(d))
         return g
 

@@ -164,6 +164,23 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        """The outputs for ``x`` in eval mode, ``batch_size`` examples at a time (large inputs do not
+        hold every layer's activations at once); the modules' train/eval modes are restored after."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
+        x = np.asarray(x)
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            parts = [np.array(self(x[i:i + batch_size]), copy=True) for i in range(0, len(x), batch_size)]
+        finally:
+            for m, mode in modes:
+                object.__setattr__(m, "training", mode)
+        if not parts:
+            raise ValueError("predict: x holds no examples")
+        return np.concatenate(parts)
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.zero_grad()
