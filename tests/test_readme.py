@@ -22,3 +22,27 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     command = re.search(r"^(pip install -e \"\.\[test\]\" && python -m pytest[^\n#]*?)\s*#", README, re.M).group(1)
     assert command.strip() in ci.splitlines()
+
+
+def test_own_problem_toml_in_readme_builds_the_model_it_describes():
+    import tomllib
+
+    from tricklab import config
+    from tricklab.experiment import build_model
+
+    text = re.search(r"## Your own problem.*?```toml\n(.*?)```", README, re.S).group(1)
+    cfg = config.resolve(tomllib.loads(text))
+    model = build_model(cfg, (2,), 3, np.random.SeedSequence(0))
+    assert [type(m).__name__ for m in model] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert model[0].bias is None and model[3].p == 0.2 and model[4].out_features == 3
+
+
+def test_own_problem_commands_in_readme_name_real_configs_and_layers(tmp_path):
+    from tricklab import config
+
+    root = Path(__file__).resolve().parents[1]
+    for name in re.findall(r"tricklab (?:train|summary) (configs/own_\w+\.toml)", README):
+        assert (root / name).exists(), name
+    index, arg = re.search(r"--set model\.layers\.(\d+)\.(\w+)=", README).groups()
+    cfg = config.load(root / "configs/own_npz.toml", [f"model.layers.{index}.{arg}=0.5"])
+    assert cfg["model"]["layers"][int(index)] == {"type": "Dropout", "p": 0.5}

@@ -1,8 +1,10 @@
 """The ``tricklab`` command: train, resume, evaluate, demo, data fetch (and the lab's commands).
 
     tricklab train CONFIG [--set section.key=value ...] [--out DIR]
-    tricklab train --resume DIR
+    tricklab train --resume DIR [--restart] [--set train.epochs=N]
     tricklab evaluate DIR
+    tricklab predict RUN INPUT.npz|INPUT.csv --out PREDICTIONS.npy|.csv [--output auto|class|proba|raw]
+    tricklab summary CONFIG [--set ...]
     tricklab demo [--data mnist1d|mnist] [--epochs N]
     tricklab data fetch [mnist|fashion ...] [--root DIR]
     tricklab --version;  tricklab --debug COMMAND ...   (or TRICKLAB_DEBUG=1: tracebacks)
