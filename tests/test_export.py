@@ -310,6 +310,15 @@ def test_weights_are_copied_not_shared():
     np.testing.assert_array_equal(back[4].bias.data, before["4.bias"])
 
 
+def test_from_torch_loads_every_weight_strictly(monkeypatch):
+    """A built layer whose weights are not the torch module's is an error, never a weight left at its init."""
+    builders = export._from_torch_builders(torch)
+    monkeypatch.setitem(builders, torch.nn.Linear,  # a builder that forgets bias=False
+                        lambda t, path, dtype, rng: nn.Linear(t.in_features, t.out_features, dtype=dtype))
+    with pytest.raises(KeyError, match=r"missing keys \['1.bias'\], unexpected keys \[\]"):
+        export.from_torch(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(2, 3, bias=False)))
+
+
 def test_dropout_layers_get_their_own_generators_from_rng():
     module = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Dropout(0.5))
     x = np.ones((4, 50), dtype=np.float32)

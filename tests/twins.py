@@ -1,4 +1,5 @@
-"""PyTorch twins of tricklab modules, for parity tests (the micrograd habit: compute it twice)."""
+"""Parity tests against PyTorch (the micrograd habit: compute it twice); every twin is
+``tricklab.export.to_torch`` of the module, so the tests exercise the export they rely on."""
 
 from __future__ import annotations
 
@@ -8,38 +9,9 @@ import numpy as np
 import torch
 
 from tests import rounding
-from tricklab import nn
+from tricklab import export, nn
 
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-
-def torch_twin(module: nn.Module, dtype=None) -> torch.nn.Module:
-    """A torch module with the same structure and the same weights as ``module``, in ``dtype``
-    (the module's dtype unless given; float64 holds float32 weights exactly)."""
-    twin = _build(module).to(TORCH_DTYPE[np.dtype(dtype or module.dtype)])
-    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in module.state_dict().items()})
-    twin.train(module.training)
-    return twin
-
-
-def _build(m: nn.Module) -> torch.nn.Module:
-    if isinstance(m, nn.Sequential):
-        return torch.nn.Sequential(*[_build(c) for c in m])
-    if isinstance(m, nn.Linear):
-        return torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    if isinstance(m, nn.BatchNorm1d):
-        return torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine)
-    simple = {nn.ReLU: torch.nn.ReLU, nn.Sigmoid: torch.nn.Sigmoid, nn.Tanh: torch.nn.Tanh,
-              nn.Identity: torch.nn.Identity}
-    if type(m) in simple:
-        return simple[type(m)]()
-    if isinstance(m, nn.LeakyReLU):
-        return torch.nn.LeakyReLU(m.negative_slope)
-    if isinstance(m, nn.Dropout):
-        return torch.nn.Dropout(m.p)
-    if isinstance(m, nn.Flatten):
-        return torch.nn.Flatten(m.start_dim, m.end_dim)
-    raise TypeError(f"no torch twin for {type(m).__name__}")
 
 
 def tol(dtype) -> dict:
@@ -49,7 +21,7 @@ def tol(dtype) -> dict:
 
 def compare_forward_backward(module: nn.Module, x: np.ndarray, seed: int = 0) -> None:
     """Forward, input gradient and every parameter gradient equal the torch twin's."""
-    twin = torch_twin(module)
+    twin = export.to_torch(module)
     gy_rng = np.random.default_rng(seed)
     y = module(x)
     gy = gy_rng.standard_normal(y.shape).astype(module.dtype)
@@ -93,7 +65,8 @@ def compare_with_float64_reference(module: nn.Sequential, x: np.ndarray, seed: i
     x = np.asarray(x, dtype=module.dtype)
     gy_shape = copy.deepcopy(module)(x).shape  # a copy: the forward pass moves the running statistics
     gy = np.random.default_rng(seed).standard_normal(gy_shape).astype(module.dtype)
-    twin, reference_twin = torch_twin(module), torch_twin(module, np.float64)
+    twin = export.to_torch(module)
+    reference_twin = export.to_torch(module).double()  # float64 holds float32 weights exactly
     bounds = rounding.mlp_bounds(module, x, gy)
     y = module(x)
     module.zero_grad()

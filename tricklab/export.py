@@ -211,9 +211,8 @@ def from_torch(module, rng: RngLike = None, dtype=None) -> nn.Module:
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     dtype = _module_dtype(torch, module) if dtype is None else as_float_dtype(dtype)
     model = _build_tricklab(torch, module, "", dtype, as_generator(rng))
-    # copies each tensor into the model's own arrays; not strict, because Module.load_state_dict
-    # counts the absent bias of a bias=False layer as a missing key (the names agree: tested)
-    model.load_state_dict(module.state_dict(), strict=False)
+    # copies each tensor into the model's own arrays; strict, so no weight is left at its init
+    model.load_state_dict(module.state_dict())
     torch_modules = dict(module.named_modules())
     for name, m in model.named_modules():
         object.__setattr__(m, "training", torch_modules[name].training)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.twins import torch_twin
-from tricklab import nn
+from tricklab import export, nn
 
 
 def _mlp(rng, dtype=np.float32):
@@ -16,7 +15,7 @@ def _mlp(rng, dtype=np.float32):
 def test_state_dict_names_and_shapes_match_torch(rng):
     net = _mlp(rng)
     net(rng.standard_normal((5, 3, 4)).astype(np.float32))
-    twin_state = torch_twin(net).state_dict()
+    twin_state = export.to_torch(net).state_dict()
     ours = net.state_dict()
     assert list(ours) == list(twin_state)
     for k in ours:
@@ -60,7 +59,7 @@ def test_state_dict_round_trip_of_a_bias_free_layer(rng):
     """A parameter set to None is in neither state_dict nor the keys load_state_dict expects (as torch)."""
     net = nn.Sequential(nn.Linear(4, 3, bias=False, rng=rng), nn.BatchNorm1d(3))
     state = net.state_dict()
-    assert list(state) == list(torch_twin(net).state_dict())
+    assert list(state) == list(export.to_torch(net).state_dict())
     fresh = nn.Sequential(nn.Linear(4, 3, bias=False, rng=np.random.default_rng(1)), nn.BatchNorm1d(3))
     fresh.load_state_dict(state)
     for k, v in state.items():

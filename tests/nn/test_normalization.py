@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.twins import compare_forward_backward, tol, torch_twin
-from tricklab import nn
+from tests.twins import compare_forward_backward, tol
+from tricklab import export, nn
 from tricklab.check import gradcheck
 
 
@@ -57,7 +57,7 @@ def test_backward_is_the_lectures_closed_form(rng):
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_running_statistics_match_torch_over_steps(rng, momentum):
     net = _net(rng, np.float64, momentum=momentum)
-    twin = torch_twin(net)
+    twin = export.to_torch(net)
     for step in range(6):
         x = rng.standard_normal((10 + step, 5)) * 2 + step
         net(x)
@@ -69,7 +69,7 @@ def test_running_statistics_match_torch_over_steps(rng, momentum):
 
 def test_reset_running_stats_and_parameters_match_torch(rng):
     net = _net(rng, np.float64, momentum=None)
-    twin = torch_twin(net)
+    twin = export.to_torch(net)
     for step in range(3):
         x = rng.standard_normal((8, 5)) * 2 + step
         net(x)
@@ -137,7 +137,7 @@ def test_recompute_statistics_is_the_lectures_formula(rng):
 def test_recompute_statistics_equals_torch_cumulative_average(rng):
     net = _net(rng, np.float64)
     batches = [rng.standard_normal((b, 5)) * 3 for b in (8, 8, 8, 5)]
-    twin = torch_twin(net)
+    twin = export.to_torch(net)
     twin[1].momentum = None
     twin[1].reset_running_stats()
     twin.train()

@@ -3,23 +3,10 @@ import pytest
 import torch
 
 from tests.twins import TORCH_DTYPE, tol
+from tricklab import export
 from tricklab.check import gradcheck
 from tricklab.nn.module import Module
 from tricklab.nn.recurrent import LSTM, RNN
-
-# ----------------------------------------------------------------------------- torch twins
-
-
-def torch_twin(m):
-    """torch.nn.RNN / LSTM (batch_first) with the same weights, loaded through state_dict."""
-    kw = dict(num_layers=m.num_layers, bias=m.bias, batch_first=True)
-    if isinstance(m, RNN):
-        twin = torch.nn.RNN(m.input_size, m.hidden_size, nonlinearity=m.nonlinearity, **kw)
-    else:
-        twin = torch.nn.LSTM(m.input_size, m.hidden_size, **kw)
-    twin = twin.to(TORCH_DTYPE[m.dtype])
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
-    return twin
 
 
 def t(a, grad=False):
@@ -33,7 +20,7 @@ def _state_pairs(m, rng, B, dtype):
 
 def compare_with_torch(m, x, state0, grad_output, grad_state):
     """Outputs, final states, gradients for x, the initial state and every parameter equal torch's."""
-    twin = torch_twin(m)
+    twin = export.to_torch(m)
     is_rnn = isinstance(m, RNN)
     out, st = m(x, None if state0 is None else (state0[0] if is_rnn else tuple(state0)))
     m.zero_grad()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.twins import TORCH_DTYPE, torch_twin
-from tricklab import nn, optim
+from tests.twins import TORCH_DTYPE
+from tricklab import export, nn, optim
 from tricklab.nn import Parameter
 from tricklab.nn import _kernels as K
 
@@ -272,7 +272,7 @@ def test_training_loop_matches_torch(dtype):
     rng = np.random.default_rng(3)
     model = nn.Sequential(nn.Linear(5, 8, rng=rng, dtype=dtype), nn.Tanh(),
                           nn.Linear(8, 2, rng=rng, dtype=dtype))
-    twin = torch_twin(model)
+    twin = export.to_torch(model)
     x, d = rng.standard_normal((16, 5)).astype(dtype), rng.standard_normal((16, 2)).astype(dtype)
     xt, dt = torch.from_numpy(x), torch.from_numpy(d)
     opt = optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
