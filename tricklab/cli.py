@@ -100,6 +100,37 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from .grade.assignments import ASSIGNMENTS
+    from .grade.core import grade
+
+    if args.list:
+        for spec in ASSIGNMENTS.values():
+            print(f"{spec.name}: {spec.summary} (implement {spec.target})")
+            for check in spec.checks:
+                print(f"    {check.points:>2} point{'s' if check.points != 1 else ' '}  {check.name}")
+        return 0
+    if not args.submission or not args.assignment:
+        raise config_.ConfigError("tricklab grade needs SUBMISSION and --assignment NAME (tricklab grade --list "
+                                  "shows the assignments)")
+    result = grade(args.submission, args.assignment, class_name=args.class_name, seed=args.seed,
+                   timeout=args.timeout)
+    print(result.report())
+    if args.json:
+        from .train.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), (json.dumps(result.to_gradescope(), indent=2) + "\n").encode())
+    return 0 if result.passed else 1
+
+
+def cmd_assignment(args) -> int:
+    from .grade.starter import write_starter
+
+    for path in write_starter(args.name, args.folder):
+        print(path)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -161,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "classification, values for regression)")
     pr.add_argument("--batch-size", type=int, default=1024, help="examples per forward pass (default 1024)")
     pr.set_defaults(func=cmd_predict)
+
+    gr = sub.add_parser("grade", help="grade a student's implementation against tricklab's reference")
+    gr.add_argument("submission", nargs="?", metavar="SUBMISSION", help="the student's Python file")
+    gr.add_argument("--assignment", help="the assignment to grade (tricklab grade --list shows them)")
+    gr.add_argument("--class", dest="class_name", metavar="NAME",
+                    help="the class (or function) to grade, if not named as the reference")
+    gr.add_argument("--json", metavar="FILE", help="also write Gradescope's results.json format to FILE")
+    gr.add_argument("--seed", type=int, default=0, help="seed of the random inputs (a rerun with it repeats them)")
+    gr.add_argument("--timeout", type=float, default=20.0, help="seconds each check may run (default 20)")
+    gr.add_argument("--list", action="store_true", help="list the assignments and their checks")
+    gr.set_defaults(func=cmd_grade)
+
+    asg = sub.add_parser("assignment", help="assignments for a course: write a starter file to hand out")
+    asg_sub = asg.add_subparsers(dest="assignment_command", required=True, metavar="COMMAND",
+                                 help="new: write an assignment's starter file and README")
+    new = asg_sub.add_parser("new", help="write the starter file (class skeleton with the equations) and a README")
+    new.add_argument("name", metavar="NAME", help="the assignment (tricklab grade --list shows them)")
+    new.add_argument("folder", metavar="DIR", help="the folder to write into")
+    new.set_defaults(func=cmd_assignment)
 
     sm = sub.add_parser("summary", help="print a configuration's model: each layer, its output shape and "
                         "parameter count, without training")
