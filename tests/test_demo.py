@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +87,13 @@ def test_comparison_figure_puts_both_validation_curves_on_shared_axes():
             np.testing.assert_array_equal(line.get_ydata(), [r[key] for r in histories[name]])
     assert "test 35.0%" in [line.get_label() for line in acc_ax.get_lines()][1]
     assert all(float(t).is_integer() for t in acc_ax.get_xticks())
+
+
+def test_a_second_demo_without_out_goes_next_to_the_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert demo.default_root() == Path("runs") / "demo"
+    (tmp_path / "runs" / "demo" / "tricks" / "checkpoints").mkdir(parents=True)
+    assert demo.default_root() == Path("runs") / "demo-2"
+    (tmp_path / "runs" / "demo-2" / "reproduction.json").parent.mkdir(parents=True)
+    (tmp_path / "runs" / "demo-2" / "reproduction.json").write_text("{}")
+    assert demo.default_root() == Path("runs") / "demo-3"

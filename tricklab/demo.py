@@ -131,9 +131,22 @@ def comparison_figure(histories: dict[str, list[dict]], test_accuracy: dict[str,
     return fig
 
 
+def _holds_demo(root: Path) -> bool:
+    return (root / "reproduction.json").exists() or any((root / n / "checkpoints").is_dir() for n in ("plain", "tricks"))
+
+
 def _check_fresh(root: Path) -> None:
-    if (root / "reproduction.json").exists() or any((root / n / "checkpoints").is_dir() for n in ("plain", "tricks")):
+    if _holds_demo(root):
         raise FileExistsError(f"{root} already holds a demo; pass --out DIR for a new one, or delete {root}")
+
+
+def default_root() -> Path:
+    """runs/demo, or runs/demo-2, -3, ... when earlier demos are there (they are kept)."""
+    root, n = Path("runs") / "demo", 1
+    while _holds_demo(root):
+        n += 1
+        root = Path("runs") / f"demo-{n}"
+    return root
 
 
 def run_demo(data: str = "mnist1d", epochs: int | None = None, out: str | None = None,
@@ -142,7 +155,7 @@ def run_demo(data: str = "mnist1d", epochs: int | None = None, out: str | None =
     report. ``progress``: a bar per epoch (default: when stderr is a terminal)."""
     from .experiment import train_run
 
-    root = Path(out) if out else Path("runs") / "demo"
+    root = Path(out) if out else default_root()
     _check_fresh(root)
     configs = demo_configs(data, epochs)
     for name, cfg in configs.items():
