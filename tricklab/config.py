@@ -386,7 +386,8 @@ def _set_layer_argument(doc: dict, path: list[str], value, dotted: str) -> None:
         raise ConfigError(f"override key {dotted!r} must be model.layers.N.argument, e.g. model.layers.3.p")
     index = int(path[0])
     if index >= len(layers):
-        raise ConfigError(f"{dotted}: model.layers has {len(layers)} entries (0 to {len(layers) - 1}), not {index + 1}")
+        raise ConfigError(f"{dotted}: model.layers has no entry {index}; its {len(layers)} entries are numbered "
+                          f"0 to {len(layers) - 1}")
     table = layers[index]
     for name in path[1:-1]:
         if not isinstance(table.get(name), dict):

@@ -111,8 +111,8 @@ def check_spec(spec, where: str, nested: bool = False) -> tuple[type, dict]:
             raise LayerSpecError(f"{where}: {key} is set by the run ({SET_BY_RUN[key]}), not per layer")
         if key not in params:
             options = [p for p in params if p not in SET_BY_RUN]
-            raise LayerSpecError(f"{where}: unknown argument {key!r}{_suggest(key, options)} "
-                                 f"(arguments: {', '.join(options)})")
+            takes = f"arguments: {', '.join(options)}" if options else "it takes no arguments"
+            raise LayerSpecError(f"{where}: unknown argument {key!r}{_suggest(key, options)} ({takes})")
         hint = hints.get(key)
         if _module_hint(hint):
             check_spec(value, f"{where}.{key}", nested=True)
