@@ -39,14 +39,14 @@ from .train.runlock import hold_run_folder
 
 N_CLASSES = 10  # the built-in data sets
 N_FEATURES = {"mnist": 784, "fashion": 784, "mnist1d": 40}
-SAMPLE_SHAPES = {"mnist": (28, 28), "fashion": (28, 28), "mnist1d": (40,)}
+SAMPLE_SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "mnist1d": (40,)}  # (C, H, W) images
 
 
 @dataclass
 class Data:
     """Training, validation and test splits as float32 feature rows (N, F) with their targets.
 
-    ``sample_shape`` is one example's own shape ((28, 28) for an MNIST image, (C, H, W) from an
+    ``sample_shape`` is one example's own shape ((1, 28, 28) for an MNIST image, (C, H, W) from an
     npz archive); an explicit layer list sees examples of that shape, the ``hidden`` shorthand's
     MLP sees the rows. ``n_outputs`` is the width the model's last layer must have.
     """
@@ -636,11 +636,25 @@ def _saved_value(saved: dict, section: str, name: str):
 
 
 def _config_differences(saved: dict, cfg: dict) -> list[str]:
-    """``key: saved in the checkpoint, ours in config.toml`` for every key that differs."""
+    """``key: saved in the checkpoint, ours in config.toml`` for every key that differs.
+
+    The checkpoint's configuration is resolved first, so one written before ``model.layers``
+    existed gets its shorthand's expansion. A layer list has no shorthand keys: they are compared
+    only when both models are written in the shorthand (``model.layers`` always is).
+    """
+    from .shorthand import SHORTHAND_KEYS
+
+    try:
+        saved = config_.resolve(saved)
+    except config_.ConfigError:
+        pass  # compared as it was saved: the keys it lacks count as their defaults
+    both_shorthand = "hidden" in cfg["model"] and "hidden" in (saved.get("model") or {})
     out = []
     for section, keys in config_.SCHEMA.items():
         for name in keys:
             dotted = f"{section}.{name}"
+            if section == "model" and name in SHORTHAND_KEYS and not both_shorthand:
+                continue
             theirs = _saved_value(saved, section, name)
             if dotted not in EXTENSIBLE and theirs != cfg[section][name]:
                 out.append(f"{dotted}: {config_.toml_literal(theirs)} in the checkpoint, "
