@@ -78,7 +78,7 @@ def load_raw(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...], str | None, list
 
 def _load_file(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...], str | None, list[str] | None]:
     """The user's npz archive or CSV table; targets checked against (and converted for) the loss."""
-    from .data.files import check_targets, load_csv, load_npz
+    from .data.files import load_csv, load_npz
 
     d, loss = cfg["data"], cfg["loss"]["name"]
     if not d["path"]:
@@ -87,17 +87,15 @@ def _load_file(cfg: dict) -> tuple[tuple, tuple, tuple[int, ...], str | None, li
         for key in ("target", "test_path"):
             if d[key]:
                 raise config_.ConfigError(f"data.{key} is for data.name = \"csv\"; an npz archive holds x_test, y_test")
-        f = load_npz(d["path"], test_fraction=d["test_fraction"], seed=0)
+        f = load_npz(d["path"], test_fraction=d["test_fraction"], seed=0, loss=loss)
     else:
         if not d["target"]:
             raise config_.ConfigError("data.name = \"csv\" needs data.target, the name of the target column")
-        f = load_csv(d["path"], d["target"], test_path=d["test_path"] or None, test_fraction=d["test_fraction"], seed=0)
-    test_file = d["path"] if f.test_held_out or not d["test_path"] else d["test_path"]
-    y_train = check_targets(f.y_train, loss, d["path"], "y_train")
-    y_test = check_targets(f.y_test, loss, test_file, "y_test")
+        f = load_csv(d["path"], d["target"], test_path=d["test_path"] or None, test_fraction=d["test_fraction"], seed=0,
+                     loss=loss)
     rows = lambda x: np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
     columns = list(f.columns) if f.columns is not None else None
-    return (rows(f.x_train), y_train), (rows(f.x_test), y_test), tuple(f.sample_shape), f.note, columns
+    return (rows(f.x_train), f.y_train), (rows(f.x_test), f.y_test), tuple(f.sample_shape), f.note, columns
 
 
 def _targets_for_loss(y: np.ndarray, loss: str) -> np.ndarray:
@@ -106,7 +104,11 @@ def _targets_for_loss(y: np.ndarray, loss: str) -> np.ndarray:
 
 
 def count_outputs(cfg: dict, y_train: np.ndarray, y_test: np.ndarray) -> int:
-    """The last layer's width: the number of classes for cross-entropy, of targets otherwise."""
+    """The last layer's width: the number of classes for cross-entropy, of targets otherwise.
+
+    ``y_train`` holds every training label, before the validation split: a class may be among
+    the validation examples only.
+    """
     if cfg["loss"]["name"] != "cross_entropy":
         return int(y_train.shape[1])
     if cfg["data"]["name"] not in ("npz", "csv"):
@@ -130,7 +132,7 @@ def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
     Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
                                          seed=np.random.default_rng(seeds))
     return Data((Xtr, ytr), (Xva, yva), (X_test, y_test), _image_shape(sample_shape), sample_shape,
-                count_outputs(cfg, ytr, y_test), note, columns)
+                count_outputs(cfg, y, y_test), note, columns)
 
 
 def _image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:

@@ -44,7 +44,7 @@ class FileData:
     Attributes:
         x_train, x_test: float32 ndarrays of shape (N, *sample_shape).
         y_train, y_test: ndarrays of shape (N,) or (N, k); int64 where the file stores integers,
-            else float32 (see :func:`check_targets` for the dtype a loss needs).
+            else float32; read with a ``loss``, the dtype that loss needs (:func:`check_targets`).
         sample_shape: shape of one example, e.g. (F,), (H, W) or (C, H, W).
         test_held_out: True when the file had no test split and one was held out of the training rows.
         note: a sentence saying so (None when the file had a test split).
@@ -155,13 +155,17 @@ def _npz_keys(path: Path, keys: Sequence[str]) -> bool:
     return has_x
 
 
-def load_npz(path: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0) -> FileData:
+def load_npz(path: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0,
+             loss: str | None = None) -> FileData:
     """Read an ``.npz`` archive with ``x_train``, ``y_train`` [, ``x_test``, ``y_test``].
 
     Args:
         path: the archive, read with ``np.load(path, allow_pickle=False)``.
         test_fraction, seed: hold-out share and permutation seed, used only when the archive has
             no test split.
+        loss: if given, ``y_train`` and ``y_test`` are checked against it and converted
+            (:func:`check_targets`) before a test split is held out, so an error names the
+            archive's own row.
 
     Raises:
         DataFileError naming the file and the array: missing file, not an ``.npz`` archive, a
@@ -185,6 +189,10 @@ def load_npz(path: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0)
         raise DataFileError(f"{path}: x_test, y_test have shapes {test[0].shape}, {test[1].shape} "
                             f"but x_train, y_train have {x_train.shape}, {y_train.shape}; the "
                             "samples must have the same shape")
+    if loss is not None:
+        y_train = check_targets(y_train, loss, path, "y_train")
+        if test is not None:
+            test = (test[0], check_targets(test[1], loss, path, "y_test"))
     return _with_test_split(path, x_train, y_train, test, test_fraction, seed)
 
 
@@ -269,10 +277,10 @@ def _feature_names(path: Path, header: list[str], targets: list[str], features: 
     return features
 
 
-def _csv_split(path: Path, target: str | list[str], features: list[str] | None
+def _csv_split(path: Path, target: str | list[str], features: list[str] | None, loss: str | None = None
                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(x, y, features)`` of one file: x (N, F) with columns in ``features``' order (default: the
-    file's), y (N,) for one target name, (N, k) for a list of k."""
+    file's), y (N,) for one target name, (N, k) for a list of k; checked against ``loss`` if given."""
     targets = [target] if isinstance(target, str) else target
     header, rows = _read_rows(path)
     _target_names(path, header, targets)
@@ -284,12 +292,16 @@ def _csv_split(path: Path, target: str | list[str], features: list[str] | None
     t = [header.index(name) for name in targets]
     y = values[:, t[0] if isinstance(target, str) else t]
     integer = all(_is_integer_column(rows, c) for c in t)
-    return x, y.astype(np.int64 if integer else np.float32), features
+    y = y.astype(np.int64 if integer else np.float32)
+    if loss is not None:
+        name = f"column {target!r}" if isinstance(target, str) else f"columns {', '.join(map(repr, targets))}"
+        y = check_targets(y, loss, path, name, lines=[line for line, _ in rows])
+    return x, y, features
 
 
 def load_csv(path: str | os.PathLike, target: str | Sequence[str],
-             test_path: str | os.PathLike | None = None, test_fraction: float = 0.2, seed: int = 0
-             ) -> FileData:
+             test_path: str | os.PathLike | None = None, test_fraction: float = 0.2, seed: int = 0,
+             loss: str | None = None) -> FileData:
     """Read a CSV table with a header row; ``target`` names the target column (or a list of them).
 
     Every other column is a feature: ``x`` is float32 of shape (N, F), its columns in the training
@@ -303,6 +315,8 @@ def load_csv(path: str | os.PathLike, target: str | Sequence[str],
         target: the target column's name, or a list of names.
         test_path: a test table with the same columns in any order (matched by name). Without it,
             ``round(test_fraction * N)`` rows are held out with ``seed``.
+        loss: if given, the targets are checked against it and converted (:func:`check_targets`)
+            before a test split is held out, so an error names the file, the column and the line.
 
     Raises:
         DataFileError naming the file: missing file, no such target column (with a did-you-mean
@@ -314,10 +328,10 @@ def load_csv(path: str | os.PathLike, target: str | Sequence[str],
     if not target:
         raise ValueError("target must name at least one column")
     path = _existing_file(path)
-    x_train, y_train, features = _csv_split(path, target, None)
+    x_train, y_train, features = _csv_split(path, target, None, loss)
     test = None
     if test_path is not None:
-        test = _csv_split(_existing_file(test_path), target, features)[:2]
+        test = _csv_split(_existing_file(test_path), target, features, loss)[:2]
     return _with_test_split(path, x_train, y_train, test, test_fraction, seed, columns=tuple(features))
 
 
@@ -378,9 +392,12 @@ def describe_targets(y: np.ndarray) -> tuple[str, int]:
     return "regression", 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
 
 
-def check_targets(y: np.ndarray, loss_name: str, path: str | os.PathLike, name: str = "y_train"
-                  ) -> np.ndarray:
+def check_targets(y: np.ndarray, loss_name: str, path: str | os.PathLike, name: str = "y_train",
+                  lines: Sequence[int] | None = None) -> np.ndarray:
     """Targets ``y`` in the dtype ``loss_name`` needs, or a DataFileError naming ``path`` and ``name``.
+
+    A bad value is located by its row (its index) in ``y``, or by the file's line when ``lines``
+    gives the line of each row (a CSV table's).
 
     - ``"cross_entropy"``: integer class labels >= 0 of shape (N,) (whole-number floats are
       accepted); returned as int64.
@@ -399,7 +416,7 @@ def check_targets(y: np.ndarray, loss_name: str, path: str | os.PathLike, name: 
     if y.dtype.kind not in "biuf":
         raise DataFileError(f"{where} has dtype {y.dtype}; {loss_name} needs numeric targets")
     if loss_name == "cross_entropy":
-        return _class_labels(y, where)
+        return _class_labels(y, where, lines)
     if loss_name == "mse":
         if y.ndim not in (1, 2):
             raise DataFileError(f"{where} has shape {y.shape}; mse needs (N,) or (N, k)")
@@ -407,22 +424,29 @@ def check_targets(y: np.ndarray, loss_name: str, path: str | os.PathLike, name: 
     bad = (y != 0) & (y != 1)
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataFileError(f"{where} has the value {y[index]} at index {index}; bce_with_logits "
+        raise DataFileError(f"{where} has the value {y[index]} {_at(index, lines)}; bce_with_logits "
                             "needs targets 0 or 1")
     return y.astype(np.float32)
 
 
-def _class_labels(y: np.ndarray, where: str) -> np.ndarray:
+def _at(index: tuple[int, ...], lines: Sequence[int] | None) -> str:
+    """Where a value is: "at row 3" of a 1-D array, "at index (3, 1)", or "on line 5" of a CSV table."""
+    if lines is not None:
+        return f"on line {lines[index[0]]}"
+    return f"at row {index[0]}" if len(index) == 1 else f"at index {index}"
+
+
+def _class_labels(y: np.ndarray, where: str, lines: Sequence[int] | None) -> np.ndarray:
     if y.ndim != 1:
         raise DataFileError(f"{where} has shape {y.shape}; cross_entropy needs class labels of "
                             "shape (N,)")
     fractional = np.flatnonzero(np.mod(y, 1) != 0) if y.dtype.kind == "f" else ()
     if len(fractional):
         i = int(fractional[0])
-        raise DataFileError(f"{where} has the non-integer value {y[i]} at row {i}; cross_entropy "
+        raise DataFileError(f"{where} has the non-integer value {y[i]} {_at((i,), lines)}; cross_entropy "
                             "needs integer class labels (use mse for regression)")
     if len(y) and y.min() < 0:
         i = int(np.argmin(y))
-        raise DataFileError(f"{where} has the negative label {y[i]} at row {i}; class labels must "
+        raise DataFileError(f"{where} has the negative label {y[i]} {_at((i,), lines)}; class labels must "
                             "be 0..K-1")
     return y.astype(np.int64)
