@@ -41,7 +41,11 @@ class Run:
         return self.config["loss"]["name"]
 
     def prepare(self, x) -> np.ndarray:
-        """Raw inputs (rows, or examples of their own shape) -> normalized examples the model reads."""
+        """Raw inputs (rows, or examples of their own shape) -> normalized examples the model reads.
+
+        Raw means as the run read its data: the user's file as it is; for the built-in MNIST and
+        Fashion-MNIST, pixels scaled to [0, 1] (``load_mnist(...)[0] / 255``), as training saw them.
+        """
         x = np.asarray(x, dtype=np.float32)
         width = int(np.prod(self.input_shape))
         if x.ndim == 0 or int(np.prod(x.shape[1:])) != width:

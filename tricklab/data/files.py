@@ -340,7 +340,7 @@ def load_csv(path: str | os.PathLike, target: str | Sequence[str],
 def load_features(path: str | os.PathLike, columns: Sequence[str] | None = None) -> np.ndarray:
     """The inputs of a file to predict on, as float32 of shape (N, ...).
 
-    An ``.npz`` archive gives its array ``x`` (else ``x_test``, else its only array). A CSV table
+    An ``.npz`` archive gives its array ``x`` (else ``x_test``, else ``x_train``, else its only array). A CSV table
     gives the ``columns`` a model was trained on, by name and in that order (other columns, such as
     the target, are ignored), or every column when ``columns`` is None.
     """
@@ -364,7 +364,7 @@ def load_features(path: str | os.PathLike, columns: Sequence[str] | None = None)
         raise DataFileError(f"{path}: a single .npy array; save the inputs with np.savez(path, x=inputs)")
     with archive:
         names = list(archive.files)
-        name = next((n for n in ("x", "x_test") if n in names), names[0] if len(names) == 1 else None)
+        name = next((n for n in ("x", "x_test", "x_train") if n in names), names[0] if len(names) == 1 else None)
         if name is None:
             raise DataFileError(f"{path}: which array holds the inputs? name it 'x' (it holds {', '.join(names)})")
         x = _npz_array(path, archive, name)
