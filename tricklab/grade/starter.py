@@ -20,8 +20,12 @@ def _docstring(obj, indent: str) -> str:
 
 
 def _init_signature(cls) -> str:
-    sig = inspect.signature(cls.__init__)
-    return str(sig).replace("'", '"')
+    return _signature(cls, "__init__")
+
+
+def _signature(cls, method: str) -> str:
+    """The reference's own arguments: a loss's forward takes (pred, target), its backward no gradient."""
+    return str(inspect.signature(getattr(cls, method))).replace("'", '"')
 
 
 def _module_skeleton(cls) -> str:
@@ -32,11 +36,11 @@ def _module_skeleton(cls) -> str:
         super().__init__(dtype=dtype)
         raise NotImplementedError("create the parameters (Parameter) and buffers here")
 
-    def forward(self, x):
+    def forward{_signature(cls, "forward")}:
         """Compute the output and keep what backward needs."""
         raise NotImplementedError
 
-    def backward(self, grad_output):
+    def backward{_signature(cls, "backward")}:
         """Return dLoss/dx; add each parameter's gradient into its .grad."""
         raise NotImplementedError
 '''
