@@ -50,6 +50,11 @@ def _tl_cases(rng):
     return {
         "Linear": lambda: nn.Linear(5, 3, rng=rng),
         "Linear-nobias": lambda: nn.Linear(5, 3, bias=False, rng=rng),
+        "Conv2d": lambda: nn.Conv2d(2, 4, 3, padding=1, rng=rng),
+        "Conv2d-grouped-reflect": lambda: nn.Conv2d(4, 6, (2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2),
+                                                    groups=2, bias=False, padding_mode="reflect", rng=rng),
+        "Conv2d-depthwise-same": lambda: nn.Conv2d(3, 3, 4, padding="same", groups=3, padding_mode="circular",
+                                                   rng=rng),
         "ReLU": nn.ReLU,
         "LeakyReLU": lambda: nn.LeakyReLU(0.2),
         "Sigmoid": nn.Sigmoid,
@@ -81,6 +86,10 @@ def _torch_cases(gen):
     return {
         "Linear": lambda: tn.Linear(5, 3),
         "Linear-nobias": lambda: tn.Linear(5, 3, bias=False),
+        "Conv2d": lambda: tn.Conv2d(2, 4, 3, padding=1),
+        "Conv2d-grouped-reflect": lambda: tn.Conv2d(4, 6, (2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2),
+                                                    groups=2, bias=False, padding_mode="reflect"),
+        "Conv2d-depthwise-same": lambda: tn.Conv2d(3, 3, 4, padding="same", groups=3, padding_mode="circular"),
         "ReLU": tn.ReLU,
         "LeakyReLU": lambda: tn.LeakyReLU(0.2),
         "Sigmoid": tn.Sigmoid,
@@ -113,6 +122,10 @@ RNN_TERMS = 2 * 2 * 5 * (3 + 4) + 2 * 5 * B
 CASES = {  # name: (input shape, modes, terms)
     "Linear": ((B, 5), BOTH, 2 * B),
     "Linear-nobias": ((B, 5), BOTH, 2 * B),
+    # the largest fan is the weight gradient's sum over batch x output pixels
+    "Conv2d": ((B, 2, 5, 6), BOTH, 2 * B * 5 * 6),
+    "Conv2d-grouped-reflect": ((B, 4, 5, 6), BOTH, 2 * B * 3 * 6),
+    "Conv2d-depthwise-same": ((B, 3, 5, 6), BOTH, 2 * B * 5 * 6),
     "ReLU": ((B, 5), BOTH, 0),
     "LeakyReLU": ((B, 5), BOTH, 0),
     "Sigmoid": ((B, 5), BOTH, 4),
@@ -286,6 +299,19 @@ def test_hyperparameters_survive_both_ways():
     assert (back[3].eps, back[3].momentum, back[3].affine) == (1e-3, None, False)
     assert (back[4].time_steps, back[4].rnn.num_layers, back[4].rnn.bias, back[4].rnn.nonlinearity) == \
         (2, 2, False, "relu")
+
+
+def test_conv2d_hyperparameters_survive_both_ways():
+    model = nn.Sequential(nn.Conv2d(4, 6, (2, 3), stride=(2, 1), padding=(1, 2), dilation=(3, 1), groups=2,
+                                    bias=False, padding_mode="replicate"), nn.Conv2d(6, 2, 3, padding="same"))
+    names = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
+    expected = [(4, 6, (2, 3), (2, 1), (1, 2), (3, 1), 2, "replicate"), (6, 2, (3, 3), (1, 1), "same", (1, 1), 1, "zeros")]
+    twin = export.to_torch(model)
+    assert [tuple(getattr(m, k) for k in names) for m in twin] == expected
+    assert [m.bias is None for m in twin] == [True, False]
+    back = export.from_torch(twin)
+    assert [tuple(getattr(m, k) for k in names) for m in back] == expected
+    assert [m.bias is None for m in back] == [True, False]
 
 
 def test_each_modules_mode_is_kept():

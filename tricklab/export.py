@@ -6,6 +6,8 @@ through ``state_dict``, whose names and shapes are torch's on both sides::
     tricklab.nn                                  torch.nn
     Sequential (nested too)                  <-> Sequential (children "0", "1", ...)
     Linear(in, out, bias)                    <-> Linear(in, out, bias)
+    Conv2d(in, out, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+                                             <-> Conv2d(the same)
     ReLU, Sigmoid, Tanh, Identity            <-> ReLU, Sigmoid, Tanh, Identity
     LeakyReLU(negative_slope)                <-> LeakyReLU(negative_slope)
     Flatten(start_dim, end_dim)              <-> Flatten(start_dim, end_dim)
@@ -150,6 +152,11 @@ def _linear_to_torch(torch, m: nn.Linear, path):
     return torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
 
 
+def _conv_to_torch(torch, m: nn.Conv2d, path):
+    return torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                           dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
+
+
 def _dropout_to_torch(torch, m: nn.Dropout, path):
     if m.scaling != "inverted":
         _refuse(path, m, f"scaling={m.scaling!r} multiplies by 1 - p at eval, torch.nn.Dropout is inverted; "
@@ -181,6 +188,7 @@ def _sequence_encoder_to_torch(torch, m: nn.SequenceEncoder, path):
 
 _TO_TORCH = {
     nn.Linear: _linear_to_torch,
+    nn.Conv2d: _conv_to_torch,
     nn.ReLU: lambda torch, m, path: torch.nn.ReLU(),
     nn.LeakyReLU: lambda torch, m, path: torch.nn.LeakyReLU(m.negative_slope),
     nn.Sigmoid: lambda torch, m, path: torch.nn.Sigmoid(),
@@ -266,6 +274,12 @@ def _recurrent_from_torch(t, path, dtype, rng):
     return nn.LSTM(t.input_size, t.hidden_size, **kw)
 
 
+def _conv_from_torch(t, path, dtype, rng):
+    return nn.Conv2d(t.in_channels, t.out_channels, t.kernel_size, stride=t.stride, padding=t.padding,
+                     dilation=t.dilation, groups=t.groups, bias=t.bias is not None, padding_mode=t.padding_mode,
+                     rng=_child(rng), dtype=dtype)
+
+
 def _batchnorm_from_torch(t, path, dtype, rng):
     if not t.track_running_stats:
         _unsupported(path, t, "track_running_stats=False")
@@ -284,6 +298,7 @@ def _from_torch_builders(torch) -> dict:
     return {
         tn.Linear: lambda t, path, dtype, rng: nn.Linear(t.in_features, t.out_features, bias=t.bias is not None,
                                                          rng=_child(rng), dtype=dtype),
+        tn.Conv2d: _conv_from_torch,
         tn.ReLU: lambda t, path, dtype, rng: nn.ReLU(dtype=dtype),
         tn.LeakyReLU: lambda t, path, dtype, rng: nn.LeakyReLU(t.negative_slope, dtype=dtype),
         tn.Sigmoid: lambda t, path, dtype, rng: nn.Sigmoid(dtype=dtype),

@@ -25,6 +25,10 @@ ENTRIES = {
     "RNN": 'type = "SequenceEncoder"\ntime_steps = 2\nrnn = {type = "RNN", hidden_size = 5, num_layers = 2}',
     "LSTM": 'type = "SequenceEncoder"\ntime_steps = 8\nrnn = {type = "LSTM", hidden_size = 3, zoneout_h = 0.1}',
 }
+# layers taking (C, H, W) examples, built in front of Flatten and Linear
+IMAGE_ENTRIES = {
+    "Conv2d": 'type = "Conv2d"\nout_channels = 4\nkernel_size = [3, 2]\npadding = "same"',
+}
 
 
 def _entry(name: str) -> dict:
@@ -32,7 +36,22 @@ def _entry(name: str) -> dict:
 
 
 def test_every_layer_class_has_an_entry_here():
-    assert set(layer_classes()) == set(ENTRIES)
+    assert set(layer_classes()) == set(ENTRIES) | set(IMAGE_ENTRIES)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_ENTRIES))
+def test_every_image_layer_builds_from_a_toml_entry_and_knows_its_output_shape(name):
+    model = build_layers([tomllib.loads(IMAGE_ENTRIES[name]), {"type": "Flatten"}, {"type": "Linear"}], (2, 6, 5), 3,
+                         np.random.SeedSequence(0))
+    assert type(model[0]).__name__ == name
+    for train in (True, False):
+        model.train(train)
+        x, shape = np.random.default_rng(0).standard_normal((5, 2, 6, 5)).astype(np.float32), (2, 6, 5)
+        for layer in model:
+            x = layer(x)
+            shape = layer.output_shape(shape)
+            assert x.shape[1:] == shape, layer
+    assert model.output_shape((2, 6, 5)) == (3,)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))

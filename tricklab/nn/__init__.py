@@ -4,6 +4,7 @@ from . import init
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .activity import ActivityL1, activity_penalty
 from .constraints import MaxNorm, max_norm_
+from .conv import Conv2d
 from .dropconnect import DropConnect
 from .dropout import Dropout, fold_dropout_scaling
 from .linear import Flatten, Identity, Linear
@@ -23,4 +24,5 @@ __all__ = [
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
     "DropConnect", "Shakeout", "Whiteout", "GaussianNoise", "ActivityL1", "activity_penalty",
     "MaxNorm", "max_norm_", "RNN", "LSTM", "SequenceEncoder",
+    "Conv2d",
 ]

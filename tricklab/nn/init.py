@@ -1,7 +1,7 @@
 """Weight initialization: Xavier (Glorot), Kaiming (He), orthogonal via SVD, normal, zeros.
 
 Each function returns a new array of the requested ``shape`` (weights are (fan_out, fan_in) as in
-PyTorch's ``Linear``) drawn from ``rng`` (a ``numpy.random.Generator`` or a seed). The lecture's
+PyTorch's ``Linear``, convolution kernels (out, in/groups, kh, kw) as in its ``Conv2d``) drawn from ``rng`` (a ``numpy.random.Generator`` or a seed). The lecture's
 key point about initialization: neurons with identical connections that are identically
 initialized never diverge, so weights must be random; these schemes choose the scale so that
 activations and gradients keep their variance from layer to layer.
@@ -43,7 +43,12 @@ def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> 
 
 
 def fan_in_and_fan_out(shape: tuple[int, ...]) -> tuple[int, int]:
-    """fan_in = shape[1] * receptive field, fan_out = shape[0] * receptive field (torch's rule)."""
+    """fan_in = shape[1] * receptive field, fan_out = shape[0] * receptive field (torch's rule).
+
+    The receptive field is the product of shape[2:] (1 for a Linear weight): for a Conv2d kernel
+    (out, in/groups, kh, kw), fan_in = in/groups * kh * kw and fan_out = out * kh * kw, as in torch
+    (whose fan_out does not divide by groups either).
+    """
     if len(shape) < 2:
         raise ValueError(f"fan in and fan out need at least 2 dimensions, got shape {tuple(shape)}")
     receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
@@ -95,7 +100,8 @@ def orthogonal(shape, gain: float = 1.0, rng: RngLike = None, dtype=np.float32) 
     """Saxe et al. 2014: W = gain * Q where Q has orthonormal rows or columns.
 
     Q comes from the SVD of a Gaussian matrix A = U S V^T: Q = U V^T is the orthogonal matrix
-    nearest to A, with orthonormal rows when rows <= cols, else orthonormal columns.
+    nearest to A, with orthonormal rows when rows <= cols, else orthonormal columns. A kernel of
+    more than 2 dimensions is Q of shape (shape[0], prod(shape[1:])) reshaped, as in torch.
     """
     if len(shape) < 2:
         raise ValueError(f"orthogonal init needs at least 2 dimensions, got shape {tuple(shape)}")
@@ -126,7 +132,7 @@ def constant(shape, value: float = 0.0, rng: RngLike = None, dtype=np.float32) -
 
 
 def default_linear(shape, rng: RngLike = None, dtype=np.float32) -> np.ndarray:
-    """PyTorch's Linear default: U[-1/sqrt(fan_in), 1/sqrt(fan_in)] (kaiming_uniform with a=sqrt(5))."""
+    """PyTorch's Linear and Conv2d default: U[-1/sqrt(fan_in), 1/sqrt(fan_in)] (kaiming_uniform with a=sqrt(5))."""
     fan_in, _ = fan_in_and_fan_out(shape)
     bound = 1.0 / math.sqrt(fan_in)
     return as_generator(rng).uniform(-bound, bound, size=shape).astype(dtype)
