@@ -137,11 +137,11 @@ def expect_close(got, want, what: str, shapes: str = "", mistakes: dict[str, obj
     if np.allclose(g, w, rtol=rtol, atol=atol):
         return
     diff = np.abs(g - w)
-    with np.errstate(over="ignore"):  # against an exact 0 the relative error is inf, and says so
-        rel = diff / np.maximum(np.abs(w), np.finfo(np.float64).tiny)
+    nonzero = np.abs(w) > atol  # a relative error means something only against a value that is not 0
+    rel = f"{(diff[nonzero] / np.abs(w[nonzero])).max():.3g}" if nonzero.any() else "none (every expected value is 0)"
     index = _first_mismatch(g, w, rtol, atol)
     raise CheckFailure(f"{what} differs from the reference{inputs}: largest absolute error {diff.max():.3g}, "
-                       f"largest relative error {rel.max():.3g}; first mismatch at index {list(index)}: "
+                       f"largest relative error {rel}; first mismatch at index {list(index)}: "
                        f"yours {g[index]!r}, expected {w[index]!r}{hint}")
 
 

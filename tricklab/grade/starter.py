@@ -34,7 +34,7 @@ def _module_skeleton(cls) -> str:
 
     def __init__{_init_signature(cls)}:
         super().__init__(dtype=dtype)
-        raise NotImplementedError("create the parameters (Parameter) and buffers here")
+        # keep the arguments; create the parameters (Parameter) and buffers, if the layer has any
 
     def forward{_signature(cls, "forward")}:
         """Compute the output and keep what backward needs."""
