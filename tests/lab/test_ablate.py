@@ -1,4 +1,5 @@
 import json
+import tomllib
 
 import pytest
 
@@ -96,3 +97,86 @@ def test_a_small_ablation_writes_its_table_and_curves(tiny_config, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| full - input_norm (= + batchnorm) |" in (out / "ablation.md").read_text()
     assert json.loads((out / "summary.json").read_text())["tricks"] == ["batchnorm", "input_norm"]
+
+
+def test_a_layer_class_is_ablated_by_removing_its_layers(layers_config):
+    from tricklab.lab.sweep import make_trials
+
+    cfg = config_.load(layers_config)
+    v = variants(cfg, ["Dropout", "BatchNorm1d", "weight_decay"])
+    types = {name: [spec["type"] for spec in keys["model.layers"]] for name, keys in v.items()}
+    assert types["baseline"] == ["Linear", "ReLU", "Linear"]
+    assert types["+ Dropout"] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert types["+ BatchNorm1d"] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert types["+ weight_decay"] == types["baseline"] and v["+ weight_decay"]["optimizer.weight_decay"] == 1e-4
+    assert types["full"] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert types["full - Dropout"] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert v["full - weight_decay"]["optimizer.weight_decay"] == 0.0 and types["full - weight_decay"] == types["full"]
+    assert v["+ Dropout"]["model.layers"][2] == {"type": "Dropout", "p": 0.1}  # the layer as the configuration has it
+    trials = make_trials(cfg, list(v.values()), [0])  # every variant is a valid configuration
+    assert trials[0].config["model"]["layers"] == v["baseline"]["model.layers"]
+    assert trials[list(v).index("full")].config["model"] == cfg["model"]
+
+
+def test_layer_class_tricks_that_do_not_apply_are_refused(layers_config):
+    cfg = config_.load(layers_config)
+    with pytest.raises(config_.ConfigError, match=r"^--tricks dropout sets model\.dropout, a key of the hidden = "
+                                                  r"\[\.\.\.\] shorthand, .*name the layer class to remove instead "
+                                                  r"\(its layers: Linear, BatchNorm1d, ReLU, Dropout\)$"):
+        variants(cfg, ["dropout"])
+    with pytest.raises(config_.ConfigError, match=r"^--tricks: unknown trick 'Dropuot'; did you mean 'Dropout'\?"):
+        variants(cfg, ["Dropuot"])
+    with pytest.raises(config_.ConfigError, match=r"^--tricks: unknown trick 'GaussianNoise'"):
+        variants(cfg, ["GaussianNoise"])  # a layer class, but not in this list
+    with pytest.raises(config_.ConfigError, match=r"^--tricks Linear: Linear layers set the widths"):
+        variants(cfg, ["Linear"])
+    shorthand = config_.resolve({"data": {"name": "mnist1d"}, "model": {"dropout": 0.3}})
+    with pytest.raises(config_.ConfigError, match=r"^--tricks Dropout: a layer class is ablated by removing its layers "
+                                                  r"from model\.layers, but this configuration uses the hidden"):
+        variants(shorthand, ["Dropout"])
+
+
+def test_epochs_to_target_follow_the_metric_s_direction():
+    from tricklab.lab.metric import Metric
+
+    rmse = Metric("val_rmse")
+    h = [{"epoch": 1, "val_rmse": 0.9}, {"epoch": 2, "val_rmse": 0.5}, {"epoch": 3, "val_rmse": 0.6}]
+    assert epochs_to(h, 0.7, rmse) == 2 and epochs_to(h, 0.4, rmse) is None
+    rows = [{"point": 0, "status": "done", "history": h,
+             "metrics": {"val_rmse": 0.6, "test_rmse": 0.7, "epochs_run": 3}},
+            {"point": 0, "status": "done", "history": h[:1] + [{"epoch": 2, "val_rmse": 0.8}],
+             "metrics": {"val_rmse": 0.8, "test_rmse": 0.9, "epochs_run": 2}}]
+    table, target = summarize(rows, ["baseline"], metric=rmse)
+    assert target == 0.8  # the lowest RMSE every baseline seed reaches
+    assert table[0]["epochs_to_target"] == 2.0 and table[0]["test_rmse"] == pytest.approx(0.8)
+
+
+def test_a_regression_target_is_an_rmse(tmp_path):
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "loss": {"name": "mse"}})
+    with pytest.raises(config_.ConfigError, match=r"^--target must be a validation RMSE >= 0, got -0.5$"):
+        run_ablation(cfg, ["weight_decay"], seeds=1, out=tmp_path / "a", workers=1, target=-0.5,
+                     trial_fn="tests.lab.test_sweep:planted_regression_trial", log=lambda m: None)
+    assert not (tmp_path / "a").exists()
+    summary = run_ablation(cfg, ["weight_decay"], seeds=1, out=tmp_path / "a", workers=1, target=0.6,
+                           trial_fn="tests.lab.test_sweep:planted_regression_trial", log=lambda m: None)
+    assert summary["metric"] == "val_rmse" and summary["target"] == 0.6
+    # the planted RMSE of lr = 1e-3 falls 0.70, 0.60, 0.50: at or below 0.6 from epoch 2
+    assert [(e["epochs_to_target"], e["reached_target"]) for e in summary["table"]] == [(2.0, 1)] * 3
+    assert "| variant | validation RMSE | test RMSE | epochs to RMSE <= 0.6 (reached) |" in (
+        tmp_path / "a" / "ablation.md").read_text()
+
+
+def test_a_real_ablation_of_a_layer_class_on_a_regression(regression_config, tmp_path):
+    out = tmp_path / "ablation"
+    summary = run_ablation(config_.load(regression_config), ["Dropout"], seeds=1, out=out, workers=1,
+                           log=lambda m: None)
+    assert [e["variant"] for e in summary["table"]] == ["baseline", "+ Dropout", "full"]
+    assert summary["metric"] == "val_rmse" and summary["target"] > 0  # the baseline's best RMSE
+    for e in summary["table"]:
+        assert e["val_rmse"] > 0 and e["test_rmse"] > 0 and e["test_r2"] <= 1
+    assert summary["table"][2]["same_as"] == ["+ Dropout"]
+    with Store(out / "sweep.db") as store:
+        layers = {r["label"]: [s["type"] for s in tomllib.loads(r["config"])["model"]["layers"]] for r in store.rows()}
+    assert layers == {"baseline": ["Linear", "BatchNorm1d", "ReLU", "Linear"],
+                      "+ Dropout": ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]}
+    assert "| baseline | " in (out / "ablation.md").read_text()

@@ -59,3 +59,19 @@ def test_every_argument_of_the_lab_commands_has_a_help_line():
                    if not a.help or a.help == argparse.SUPPRESS]
         assert not missing, f"tricklab {command}: no help for {missing}"
         assert parser.description or any(c.dest == command and c.help for c in sub._choices_actions)
+
+
+def test_metric_and_layer_class_tricks_through_the_commands(regression_config, tmp_path, capsys):
+    out = tmp_path / "a"
+    for argv, error in ((["sweep", "--metric", "val_accuracy"], "--metric val_accuracy is not reported"),
+                        (["ablate", "--tricks", "Dropout", "--metric", "val_accuracy"], "--metric val_accuracy is not"),
+                        (["ablate", "--tricks", "dropout"], "--tricks dropout sets model.dropout")):
+        assert main([argv[0], str(regression_config), *argv[1:], "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tricklab: error: {error}") and err.count("\n") == 1, err
+    assert not out.exists()
+    assert main(["ablate", str(regression_config), "--tricks", "Dropout", "--metric", "val_r2", "--seeds", "1",
+                 "--workers", "1", "--no-report", "--out", str(out)]) == 0
+    table = (out / "ablation.md").read_text()
+    assert table.startswith("| variant | validation R² | test R² | epochs to R² >= ")
+    assert "| full (= + Dropout) |" in table

@@ -101,3 +101,70 @@ def test_the_seed_is_refused_as_a_search_key_in_favour_of_seeds():
         grid.make_space(["run.seed=1,2,3,4"])
     with pytest.raises(config_.ConfigError, match=r"--range run\.seed.*use --seeds K"):
         grid.make_space([], ["run.seed=0:10"], random=3)
+
+
+def test_a_layer_argument_is_a_search_key(layers_config):
+    assert grid.parse_grid("model.layers.3.p=0.2,0.5") == ("model.layers.3.p", [0.2, 0.5])
+    cfg = config_.load(layers_config)
+    space = grid.bind(grid.make_space(["model.layers.3.p=0.2,0.5"], ["model.layers.0.out_features=8:512"], random=6),
+                      cfg)
+    points = space.points()
+    # out_features is an int in Linear's signature, so the range draws integers
+    assert all(isinstance(p["model.layers.0.out_features"], int) and 8 <= p["model.layers.0.out_features"] <= 512
+               for p in points)
+    trials = make_trials(cfg, points, [0])
+    for point, trial in zip(points, trials):
+        layers = trial.config["model"]["layers"]
+        assert layers[3] == {"type": "Dropout", "p": point["model.layers.3.p"]}
+        assert layers[0] == {"type": "Linear", "out_features": point["model.layers.0.out_features"]}
+        assert [spec["type"] for spec in layers] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+
+
+def test_a_layer_argument_of_a_shorthand_model_searches_its_expansion():
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "model": {"hidden": [32], "dropout": 0.3}})
+    (trial,) = make_trials(cfg, grid.bind(grid.make_space(["model.layers.2.p=0.1"]), cfg).points(), [0])
+    assert trial.config["model"]["layers"] == [{"type": "Linear", "out_features": 32}, {"type": "ReLU"},
+                                               {"type": "Dropout", "p": 0.1}, {"type": "Linear"}]
+    assert not config_.uses_shorthand(trial.config)
+
+
+def test_a_layer_or_argument_that_is_not_there_is_a_one_line_error(layers_config):
+    cfg = config_.load(layers_config)
+    with pytest.raises(config_.ConfigError, match=r"^--grid model\.layers\.7\.p: model\.layers has 5 layers "
+                                                  r"\(0 Linear, 1 BatchNorm1d, 2 ReLU, 3 Dropout, 4 Linear\); "
+                                                  r"there is no layer 7$"):
+        grid.bind(grid.make_space(["model.layers.7.p=0.2"]), cfg)
+    with pytest.raises(config_.ConfigError, match=r"^--grid model\.layers\.3\.pp: model\.layers\.3 is Dropout, which "
+                                                  r"has no argument 'pp'; did you mean 'p'\? \(its arguments: p, "):
+        grid.bind(grid.make_space(["model.layers.3.pp=0.2"]), cfg)
+    with pytest.raises(config_.ConfigError, match=r"^--range model\.layers\.2\.p: model\.layers\.2 is ReLU, which has "
+                                                  r"no argument 'p' \(it takes no arguments\)$"):
+        grid.bind(grid.make_space([], ["model.layers.2.p=0:0.5"], random=2), cfg)
+    with pytest.raises(config_.ConfigError, match=r"^--range model\.layers\.0\.bias: only numeric arguments"):
+        grid.bind(grid.make_space([], ["model.layers.0.bias=0:1"], random=2), cfg)
+    with pytest.raises(config_.ConfigError, match=r"^search key 'model\.layers\.x\.p' must be "
+                                                  r"model\.layers\.N\.argument"):
+        grid.make_space(["model.layers.x.p=0.2"])
+    with pytest.raises(config_.ConfigError, match=r"model\.layers\.2\.p and model\.dropout are both searched"):
+        grid.make_space(["model.layers.2.p=0.2", "model.dropout=0.1,0.2"])
+
+
+def test_a_bad_layer_key_stops_the_sweep_before_any_folder_exists(layers_config, tmp_path, capsys):
+    from tricklab.cli import main
+
+    out = tmp_path / "sweep"
+    for spec in ("model.layers.9.p=0.2", "model.layers.3.q=0.2"):
+        assert main(["sweep", str(layers_config), "--grid", spec, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tricklab: error: --grid {spec.split('=')[0]}: ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_point_is_validated_as_a_whole():
+    # set one at a time, momentum would first meet Adam (which has none) and be refused
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    (trial,) = make_trials(cfg, [{"optimizer.momentum": 0.9, "optimizer.name": "sgd"}], [3])
+    assert trial.config["optimizer"]["name"] == "sgd" and trial.config["optimizer"]["momentum"] == 0.9
+    assert trial.config["run"]["seed"] == 3
+    with pytest.raises(config_.ConfigError, match="optimizer.momentum"):  # the final combination is still checked
+        make_trials(cfg, [{"optimizer.momentum": 0.9}], [0])

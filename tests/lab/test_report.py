@@ -134,3 +134,35 @@ def test_one_seed_shows_the_value_alone_with_n_1(tmp_path):
     baseline = next(line for line in md.splitlines() if line.startswith("| baseline |"))
     assert baseline.startswith("| baseline | 90.00 (n=1) | 90.00 (n=1) |") and "±" not in baseline
     assert "| + dropout | 96.00 ± 1.41 | 96.00 ± 1.41 |" in md  # two seeds keep their spread
+
+
+def test_a_regression_sweep_report_is_ranked_by_rmse(tmp_path):
+    from tests.lab.test_sweep import _regression_sweep
+
+    out = tmp_path / "sweep"
+    _regression_sweep(out)
+    page = write_report(out).read_text()
+    _self_contained(page)
+    assert _embedded(page, out) == ["curves.png", "key.png"]
+    cell = r'<td class="num">([^<]+)</td>'
+    rows = re.findall(r'<tr[^>]*><td class="num">(\d+)</td>' + cell + cell, page)
+    assert [(lr, rmse) for _, lr, rmse in rows] == [("0.01", "0.2005 ± 0.0007"), ("0.1", "0.3005 ± 0.0007"),
+                                                    ("0.001", "0.5005 ± 0.0007")]
+    assert "<th>validation RMSE</th><th>validation loss</th><th>validation R²</th>" in page
+    assert "Chosen on validation RMSE alone" in page and "test RMSE 0.2505 ± 0.0007" in page
+    assert "accuracy" not in page
+
+
+def test_a_regression_ablation_of_a_layer_class_report(regression_config, tmp_path):
+    from tricklab.lab.ablate import run_ablation
+
+    out = tmp_path / "ablation"
+    run_ablation(config_.load(regression_config), ["Dropout", "weight_decay"], seeds=2, out=out, workers=1,
+                 trial_fn="tests.lab.test_sweep:planted_regression_trial", log=lambda m: None)
+    page = write_report(out).read_text()
+    _self_contained(page)
+    assert _embedded(page, out) == ["bars.png", "curves.png"]
+    assert "<th>validation RMSE</th><th>test RMSE</th><th>epochs to RMSE &lt;= 0.201 (reached)</th>" in page
+    layers = "model.layers=[Linear, BatchNorm1d, ReLU, Linear]"
+    assert f"<td>baseline</td><td>optimizer.weight_decay=0.0, {layers}</td>" in page
+    assert "accuracy" not in page

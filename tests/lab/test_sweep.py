@@ -155,3 +155,124 @@ def test_a_run_name_that_leaves_the_folder_is_refused_before_any_folder_exists(t
         err = capsys.readouterr().err
         assert err.startswith("tricklab: error: run.name") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+# Planted regression scores, lr -> (val_rmse, val_r2): RMSE chooses 0.01, R² chooses 0.1.
+REGRESSION = {0.001: (0.50, 0.60), 0.01: (0.20, 0.80), 0.1: (0.30, 0.95)}
+
+
+def _planted_regression_scores(cfg, split):
+    rmse, r2 = REGRESSION[cfg["optimizer"]["lr"]]
+    rmse += 0.001 * cfg["run"]["seed"]
+    if split == "test":
+        rmse, r2 = rmse + 0.05, r2 - 0.05
+    return {f"{split}_loss": rmse**2, f"{split}_rmse": rmse, f"{split}_r2": r2}
+
+
+def planted_regression_trial(cfg, run_dir, score_test=False):
+    """Stands in for training a regression: scores from REGRESSION (and the test split for ablations)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "config.toml").write_text(config_.dumps(cfg))
+    val = _planted_regression_scores(cfg, "val")
+    history = [{"epoch": e, "val_loss": val["val_loss"] + 1 / e, "val_rmse": val["val_rmse"] + 0.1 * (3 - e),
+                "val_r2": val["val_r2"] - 0.1 * (3 - e)} for e in (1, 2, 3)]
+    test = _planted_regression_scores(cfg, "test") if score_test else {}
+    return {"history": history, "metrics": {**val, **test, "epochs_run": 3}}
+
+
+def planted_regression_test(run_dir):
+    TEST_CALLS.append(str(run_dir))
+    cfg = config_.load(Path(run_dir) / "config.toml")
+    return {**_planted_regression_scores(cfg, "val"), **_planted_regression_scores(cfg, "test")}
+
+
+def _regression_sweep(out, metric=None, seeds=2):
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "loss": {"name": "mse"}})
+    return run_sweep(cfg, grid.make_space(["optimizer.lr=0.001,0.01,0.1"]), out=out, seeds=seeds, workers=1,
+                     metric=metric, trial_fn=f"{__name__}:planted_regression_trial",
+                     test_fn=f"{__name__}:planted_regression_test", log=lambda m: None)
+
+
+def test_a_regression_sweep_ranks_by_the_lowest_val_rmse(tmp_path):
+    summary = _regression_sweep(tmp_path / "rmse")
+    assert summary["metric"] == "val_rmse" and summary["maximize"] is False
+    assert [e["params"]["optimizer.lr"] for e in summary["table"]] == [0.01, 0.1, 0.001]
+    best = summary["best"]
+    assert best["params"] == {"optimizer.lr": 0.01}
+    assert best["val_rmse"] == pytest.approx(0.2005) and best["test_rmse"] == pytest.approx(0.2505)
+    assert best["test_r2"] == pytest.approx(0.75) and best["val_rmse_std"] == pytest.approx(0.001 / 2**0.5)
+    lines = (tmp_path / "rmse" / "results.csv").read_text().splitlines()
+    assert lines[0] == "rank,optimizer.lr,val_rmse,val_rmse_std,val_loss,val_r2,epochs_run,seeds_done,seconds"
+    assert lines[1].startswith("1,0.01,0.2005")
+
+
+def test_the_metric_is_chosen_and_r2_is_maximized(tmp_path):
+    summary = _regression_sweep(tmp_path / "r2", metric="val_r2")
+    assert summary["metric"] == "val_r2" and summary["maximize"] is True
+    assert [e["params"]["optimizer.lr"] for e in summary["table"]] == [0.1, 0.01, 0.001]
+    assert summary["best"]["params"] == {"optimizer.lr": 0.1}
+    assert summary["best"]["test_r2"] == pytest.approx(0.90)
+    # a classification sweep ranked by its validation error (1 - accuracy), lowest first
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    summary = run_sweep(cfg, grid.make_space(["optimizer.lr=0.001,0.01,0.1"]), out=tmp_path / "error", workers=1,
+                        metric="val_error", trial_fn=f"{__name__}:planted_trial", test_fn=f"{__name__}:planted_test",
+                        log=lambda m: None)
+    assert [e["params"]["optimizer.lr"] for e in summary["table"]] == [0.01, 0.1, 0.001]
+    assert summary["best"]["val_error"] == pytest.approx(0.10) and summary["best"]["test_error"] == pytest.approx(0.12)
+
+
+def test_a_folder_ranked_by_one_metric_is_not_ranked_again_by_another(tmp_path):
+    TEST_CALLS.clear()
+    _regression_sweep(tmp_path / "s", seeds=1)
+    with pytest.raises(config_.ConfigError, match=r"holds this sweep ranked by val_rmse; ranking it by val_r2 needs "
+                                                  "another --out"):
+        _regression_sweep(tmp_path / "s", metric="val_r2", seeds=1)
+    assert len(TEST_CALLS) == 1  # the test split of the configuration R² would choose was never scored
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("val_accuracy", r"^--metric val_accuracy is not reported with loss.name = 'mse'; choose one of "
+                     r"\['val_rmse', 'val_loss', 'val_r2'\]$"),
+    ("rmse", r"^--metric rmse is not reported .*; did you mean 'val_rmse'\?$"),
+    ("test_rmse", r"^--metric test_rmse: configurations are chosen on the validation split only; "
+                  r"use --metric val_rmse$"),
+])
+def test_a_metric_the_runs_do_not_report_is_refused_before_any_folder_exists(tmp_path, metric, message):
+    with pytest.raises(config_.ConfigError, match=message):
+        _regression_sweep(tmp_path / "s", metric=metric)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_real_sweep_over_a_layer_argument(layers_config, tmp_path, capsys):
+    from tricklab.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(layers_config), "--grid", "model.layers.3.p=0.2,0.5", "--workers", "1",
+                 "--set", "train.epochs=1", "--out", str(out), "--no-report"]) == 0
+    assert "val accuracy" in capsys.readouterr().err
+    with Store(out / "sweep.db") as store:
+        rows = store.rows()
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for r, p in zip(rows, (0.2, 0.5)):
+        run_cfg = config_.load(out / r["run_dir"] / "config.toml")
+        assert run_cfg["model"]["layers"][3] == {"type": "Dropout", "p": p}
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("rank,model.layers.3.p,val_accuracy,")
+
+
+def test_a_real_regression_sweep_scores_rmse_and_r2(regression_config, tmp_path, capsys):
+    from tricklab.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(regression_config), "--grid", "optimizer.lr=1e-4,3e-2", "--workers", "1",
+                 "--out", str(out), "--no-report"]) == 0
+    assert "val rmse" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    with Store(out / "sweep.db") as store:
+        rows = store.rows()
+    for r in rows:
+        assert {"val_loss", "val_rmse", "val_r2"} <= set(r["metrics"]) and "val_accuracy" not in r["metrics"]
+        assert all({"val_rmse", "val_r2"} <= set(row) for row in r["history"])
+        assert r["metrics"]["val_loss"] == pytest.approx(r["metrics"]["val_rmse"] ** 2, rel=1e-5)
+    rmse = [e["val_rmse"] for e in summary["table"]]
+    assert rmse == sorted(rmse) and summary["best"]["point"] == summary["table"][0]["point"]
+    assert summary["best"]["test_rmse"] > 0 and summary["best"]["test_r2"] <= 1

@@ -3,6 +3,7 @@
     grid.py        search spaces: --grid values, --range intervals, --random N
     store.py       the results store (SQLite): one row per trial, safe to kill at any moment
     trial.py       one trial: train in its run folder, score on the validation split
+    metric.py      the metric a sweep ranks by and an ablation tabulates (accuracy, RMSE, ...), and its direction
     backends.py    where trials run: a local process pool, or Ray tasks on a cluster
     sweep.py       `tricklab sweep`: select on validation, score the chosen one on test once
     ablate.py      `tricklab ablate`: baseline, each trick alone, each trick removed, over seeds

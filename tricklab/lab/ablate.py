@@ -7,20 +7,29 @@ For the tricks asked for, the variants are::
     full           every listed trick on
     full - T       everything but T
 
-Each variant runs with several seeds; the table gives the mean and standard deviation of the
-validation accuracy, of the test accuracy (an ablation measures, it selects nothing, so every
-trial is scored on the test split), and of the number of epochs to reach a target validation
-accuracy (by default the best validation accuracy that every baseline seed reaches). Trials go
+Each variant runs with several seeds; the table gives the mean and standard deviation of a
+validation metric (``--metric``, see metric.py: accuracy for classification, RMSE for
+regression), of the same metric on the test split (an ablation measures, it selects nothing, so
+every trial is scored on the test split), and of the number of epochs for the validation metric
+to reach a target (by default the best value that every baseline seed reaches). Trials go
 through the same results store and backends as a sweep, so an ablation
 killed midway also resumes.
 
 What "on" means for each trick is set in ``TRICKS`` (the values below), unless the configuration
 already switches that trick on (then its own values are used), or ``on`` overrides a key.
+
+With a model written as a layer list (``[[model.layers]]``), a trick may also be a layer class
+of that list (``Dropout``, ``BatchNorm1d``, ...): on is the list as written, off is the list
+without every (top-level) layer of that class. So a new layer class is ablated with nothing
+added here. The shorthand's tricks (batchnorm, dropout) set keys such a configuration does not
+have, and classes that set widths (Linear) cannot be removed.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -29,8 +38,9 @@ import numpy as np
 from .. import config as config_
 from ..train.checkpoint import atomic_write_bytes
 from .backends import make_backend
+from .metric import Metric, choose
 from .store import Store
-from .sweep import TRIAL_FN, check_options, claim_folder, default_out, make_trials, run_trials
+from .sweep import TRIAL_FN, check_options, claim_folder, default_out, make_trials, mean_and_std, run_trials
 
 _AUG_OFF = {"augmentation.rotation": 0.0, "augmentation.stretch": 0.0, "augmentation.translation": 0.0,
             "augmentation.elastic": False, "augmentation.noise": 0.0}
@@ -53,16 +63,48 @@ def _get(cfg: dict, dotted: str):
     return cfg[section][key]
 
 
-def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, tuple[dict, dict]]:
-    """trick -> (keys when on, keys when off) for this configuration."""
+def _shorthand_keys(trick: str) -> list[str]:
+    from ..shorthand import SHORTHAND_KEYS
+
+    return [k for k in TRICKS[trick] if k.startswith("model.") and k.split(".")[1] in SHORTHAND_KEYS]
+
+
+def check_tricks(cfg: dict, tricks: list[str]) -> None:
+    """Refuse no trick, an unknown or repeated one, a shorthand trick on a layer list, and a layer
+    class that the configuration's layer list does not have or whose layers set widths."""
+    from ..nn.spec import WIDTHS, layer_classes
+
+    listed = not config_.uses_shorthand(cfg)
+    present = list(dict.fromkeys(spec["type"] for spec in cfg["model"]["layers"])) if listed else []
+    known = [t for t in TRICKS if not (listed and _shorthand_keys(t))] + present
     if not tricks:
-        raise config_.ConfigError(f"--tricks names no trick; give one or more of: {', '.join(TRICKS)}")
+        raise config_.ConfigError(f"--tricks names no trick; give one or more of: {', '.join(known)}")
     for t in tricks:
-        if t not in TRICKS:
-            raise config_.ConfigError(f"--tricks: unknown trick {t!r}{config_._suggest(t, TRICKS)} "
-                                      f"(known: {', '.join(TRICKS)})")
+        if t in TRICKS and listed and _shorthand_keys(t):
+            raise config_.ConfigError(f"--tricks {t} sets {_shorthand_keys(t)[0]}, a key of the hidden = [...] "
+                                      "shorthand, but this configuration lists model.layers: name the layer class to "
+                                      f"remove instead (its layers: {', '.join(present)})")
+        if t in TRICKS:
+            continue
+        if t in layer_classes() and not listed:
+            raise config_.ConfigError(f"--tricks {t}: a layer class is ablated by removing its layers from "
+                                      "model.layers, but this configuration uses the hidden = [...] shorthand; write "
+                                      f"the model as [[model.layers]], or ablate one of: {', '.join(TRICKS)}")
+        if t not in present:
+            raise config_.ConfigError(f"--tricks: unknown trick {t!r}{config_._suggest(t, known)} "
+                                      f"(known: {', '.join(known)})")
+        if any(w in inspect.signature(layer_classes()[t]).parameters for w in WIDTHS):
+            raise config_.ConfigError(f"--tricks {t}: {t} layers set the widths of the network, so removing them "
+                                      "is not an ablation; name layers that keep the shape (Dropout, BatchNorm1d, ...)")
     if len(set(tricks)) != len(tricks):
         raise config_.ConfigError(f"a trick is listed twice in {tricks}")
+
+
+def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, tuple[dict, dict]]:
+    """trick -> (keys when on, keys when off) for this configuration, for the tricks of ``TRICKS``
+    (a layer class has no keys: its layers are removed by ``variants``)."""
+    check_tricks(cfg, tricks)
+    tricks = [t for t in tricks if t in TRICKS]
     image = cfg["data"]["name"] != "mnist1d"
     on = dict(on or {})
     owners = {k: t for t, keys in TRICKS.items() for k in keys}
@@ -85,20 +127,39 @@ def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict
 
 
 def variants(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, dict]:
-    """Variant name -> the keys it sets (baseline, + each trick, full, full - each trick)."""
+    """Variant name -> the keys it sets (baseline, + each trick, full, full - each trick); with
+    layer classes among the tricks, ``model.layers``: the list without the classes that are off."""
     settings = trick_settings(cfg, tricks, on)
-    off_all = {k: v for t in tricks for k, v in settings[t][1].items()}
-    on_all = {k: v for t in tricks for k, v in settings[t][0].items()}
-    out = {"baseline": off_all}
-    out.update({f"+ {t}": {**off_all, **settings[t][0]} for t in tricks})
-    out["full"] = on_all
+
+    def variant(switched_on: set[str]) -> dict:
+        keys = {k: v for t in settings for k, v in settings[t][0 if t in switched_on else 1].items()}
+        if len(settings) < len(tricks):
+            off = {t for t in tricks if t not in settings and t not in switched_on}
+            keys["model.layers"] = [spec for spec in cfg["model"]["layers"] if spec["type"] not in off]
+        return keys
+
+    out = {"baseline": variant(set())}
+    out.update({f"+ {t}": variant({t}) for t in tricks})
+    out["full"] = variant(set(tricks))
     if len(tricks) > 1:
-        out.update({f"full - {t}": {**on_all, **settings[t][1]} for t in tricks})
+        out.update({f"full - {t}": variant(set(tricks) - {t}) for t in tricks})
     return out
 
 
-def epochs_to(history: list[dict], target: float) -> int | None:
-    return next((row["epoch"] for row in history if row.get("val_accuracy", -1) >= target), None)
+def epochs_to(history: list[dict], target: float | None, metric: Metric = Metric()) -> int | None:
+    """The first epoch whose validation ``metric`` is at least as good as ``target``."""
+    if target is None:
+        return None
+    return next((row["epoch"] for row in history if metric.reached(metric.value(row), target)), None)
+
+
+def default_target(rows: list[dict], metric: Metric = Metric()) -> float | None:
+    """The best value of ``metric`` that every one of ``rows`` (the baseline's seeds) reaches: the
+    best epoch of the worst seed. None without a finished seed with a finite value."""
+    bests = [min((metric.rank(metric.value(row)) for row in r["history"]), default=math.inf) for r in rows]
+    if not bests or max(bests) == math.inf:
+        return None
+    return float(-max(bests) if metric.maximize else max(bests))
 
 
 def distinct_points(named: dict[str, dict]) -> tuple[list[dict], dict[str, int]]:
@@ -116,16 +177,16 @@ def distinct_points(named: dict[str, dict]) -> tuple[list[dict], dict[str, int]]
 
 
 def summarize(rows: list[dict], names: list[str], index: dict[str, int] | None = None,
-              target: float | None = None) -> tuple[list[dict], float]:
-    """Per variant: mean and std over seeds of validation and test accuracy and epochs to ``target``."""
+              target: float | None = None, metric: Metric = Metric()) -> tuple[list[dict], float | None]:
+    """Per variant: mean and std over seeds of the validation and test ``metric`` (and the other
+    scores) and of the epochs to ``target``."""
     index = index or {name: p for p, name in enumerate(names)}
     by_point: dict[int, list[dict]] = {}
     for r in rows:
         if r["status"] == "done":
             by_point.setdefault(r["point"], []).append(r)
     if target is None:  # what every baseline seed reaches: do the tricks get there sooner?
-        base = by_point.get(index[names[0]], [])
-        target = float(min(max(row["val_accuracy"] for row in r["history"]) for r in base)) if base else 1.0
+        target = default_target(by_point.get(index[names[0]], []), metric)
     table = []
     for name in names:
         rs = by_point.get(index[name], [])
@@ -133,11 +194,11 @@ def summarize(rows: list[dict], names: list[str], index: dict[str, int] | None =
         same = [n for n in names if index[n] == index[name] and n != name]
         if same:
             entry["same_as"] = same
-        for key in ("val_accuracy", "test_accuracy", "epochs_run"):
-            vals = [r["metrics"][key] for r in rs]
-            entry[key] = float(np.mean(vals)) if vals else None
-            entry[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-        reached = [e for e in (epochs_to(r["history"], target) for r in rs) if e is not None]
+        entry.update(mean_and_std([r["metrics"] for r in rs], metric))
+        for key in (metric.key("val"), metric.key("test"), "epochs_run"):
+            entry.setdefault(key, None)
+            entry.setdefault(f"{key}_std", 0.0)
+        reached = [e for e in (epochs_to(r["history"], target, metric) for r in rs) if e is not None]
         entry["epochs_to_target"] = float(np.mean(reached)) if reached else None
         entry["epochs_to_target_std"] = float(np.std(reached, ddof=1)) if len(reached) > 1 else 0.0
         entry["reached_target"] = len(reached)
@@ -145,17 +206,19 @@ def summarize(rows: list[dict], names: list[str], index: dict[str, int] | None =
     return table, target
 
 
-def markdown(table: list[dict], target: float) -> str:
+def markdown(table: list[dict], target: float | None, metric: Metric = Metric()) -> str:
     from .report import mean_sd
 
-    lines = [f"| variant | validation accuracy (%) | test accuracy (%) | epochs to {target:.2%} (reached) | epochs run |",
+    val, test = metric.key("val"), metric.key("test")
+    lines = [f"| variant | {metric.header('validation')} | {metric.header('test')} | "
+             f"epochs to {metric.target_text(target)} (reached) | epochs run |",
              "|---|---|---|---|---|"]
     for e in table:
         name = e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else "")
         n = e["seeds"]
         ep = mean_sd(e["epochs_to_target"], e["epochs_to_target_std"], e["reached_target"], False)
-        lines.append(f"| {name} | {mean_sd(e['val_accuracy'], e['val_accuracy_std'], n)} | "
-                     f"{mean_sd(e['test_accuracy'], e['test_accuracy_std'], n)} | {ep} ({e['reached_target']}/{n}) | "
+        lines.append(f"| {name} | {metric.format(e[val], e[val + '_std'], n)} | "
+                     f"{metric.format(e[test], e[test + '_std'], n)} | {ep} ({e['reached_target']}/{n}) | "
                      f"{mean_sd(e['epochs_run'], e['epochs_run_std'], n, False)} |")
     return "\n".join(lines) + "\n"
 
@@ -163,12 +226,12 @@ def markdown(table: list[dict], target: float) -> str:
 def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path | None = None,
                  workers: int | None = None, backend: str = "local", address: str | None = None,
                  connect_timeout: float = 30.0, target: float | None = None, on: dict | None = None, trial_fn: str = TRIAL_FN,
-                 command: str = "", log=None) -> dict:
+                 command: str = "", metric: str | None = None, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_options(seeds, workers, connect_timeout)
-    if target is not None and not 0.0 <= target <= 1.0:  # written so that NaN is refused too
-        raise config_.ConfigError(f"--target must be a validation accuracy in [0, 1] (a fraction: 0.97, not 97), "
-                                  f"got {target}")
+    measured = choose(metric, [cfg["loss"]["name"]])  # no trick changes the loss
+    if target is not None:
+        measured.check_target(target)
     named = variants(cfg, tricks, on)
     names = list(named)
     points, index = distinct_points(named)
@@ -181,17 +244,18 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
     with Store(out / "sweep.db") as store:
         claim_folder(store, "ablation", [t.id for t in trials])
         store.set_meta(kind="ablation", base_config=config_.dumps(cfg), tricks=tricks, variants=named,
-                       variant_points=index, seeds=seed_list, command=command, trial_ids=[t.id for t in trials])
+                       variant_points=index, seeds=seed_list, command=command, trial_ids=[t.id for t in trials],
+                       metric=measured.name)
         run_trials(store, trials, make_backend(backend, workers, address, connect_timeout), fn=trial_fn, score_test=True,
-                    log=log)
+                   log=log, metric=measured)
         rows = store.rows(ids=[t.id for t in trials])
-    table, target = summarize(rows, names, index, target)
-    summary = {"kind": "ablation", "tricks": tricks, "variants": named, "target": target, "table": table,
-               "out": str(out)}
+    table, target = summarize(rows, names, index, target, measured)
+    summary = {"kind": "ablation", "tricks": tricks, "variants": named, "metric": measured.name, "target": target,
+               "table": table, "out": str(out)}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    atomic_write_bytes(out / "ablation.md", markdown(table, target).encode())
+    atomic_write_bytes(out / "ablation.md", markdown(table, target, measured).encode())
     from .report import ablation_figures
 
-    ablation_figures(out, rows, names, target, index)
-    log("\n" + markdown(table, target))
+    ablation_figures(out, rows, names, target, index, measured)
+    log("\n" + markdown(table, target, measured))
     return summary

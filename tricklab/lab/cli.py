@@ -2,8 +2,9 @@
 
     tricklab sweep CONFIG --grid KEY=V1,V2 [--grid ...] [--random N --range KEY=LO:HI[:log]]
                    [--seeds K] [--workers N] [--backend local|ray] [--address ADDR]
-                   [--connect-timeout SECONDS] [--out DIR]
-    tricklab ablate CONFIG --tricks batchnorm,dropout,... [--seeds K] [--target ACC] [--on KEY=V]
+                   [--connect-timeout SECONDS] [--metric NAME] [--out DIR]
+    tricklab ablate CONFIG --tricks batchnorm,dropout,...|Dropout,... [--seeds K] [--metric NAME]
+                   [--target VALUE] [--on KEY=V]
     tricklab reproduce NAME [--quick] [--out DIR]        (tricklab reproduce --list)
     tricklab report DIR
 """
@@ -38,7 +39,8 @@ def cmd_sweep(args) -> int:
     space = make_space(args.grid, args.range, args.random, args.sample_seed)
     try:
         summary = run_sweep(cfg, space, out=args.out, seeds=args.seeds, workers=args.workers, backend=args.backend,
-                            address=args.address, connect_timeout=args.connect_timeout, command=_command())
+                            address=args.address, connect_timeout=args.connect_timeout, metric=args.metric,
+                            command=_command())
     except RuntimeError as exc:  # no Ray cluster at --address, nothing finished to select from
         return _fail(exc)
     if not args.no_report:
@@ -58,7 +60,7 @@ def cmd_ablate(args) -> int:
     try:
         summary = run_ablation(cfg, tricks, seeds=args.seeds, out=args.out, workers=args.workers,
                                backend=args.backend, address=args.address, connect_timeout=args.connect_timeout,
-                               target=args.target, on=on, command=_command())
+                               target=args.target, on=on, metric=args.metric, command=_command())
     except RuntimeError as exc:
         return _fail(exc)
     if not args.no_report:
@@ -111,6 +113,10 @@ def _common(p, backend: bool = True) -> None:
                    help="Ray cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="give up joining --address after this long if nothing answers there (default: 30)")
+    p.add_argument("--metric", default=None, metavar="NAME",
+                   help=("validation metric to rank by" if backend else "validation metric to tabulate") +
+                   ": val_accuracy, val_error, val_loss (classification; default val_accuracy) or val_rmse, "
+                   "val_r2, val_loss (loss.name = mse; default val_rmse)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder (default: runs/<kind>-<name>-<hash of the command>)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
 
@@ -129,10 +135,12 @@ def register(sub) -> None:
     ab = sub.add_parser("ablate", help="baseline, each trick alone, each trick removed; over seeds")
     _common(ab, backend=False)
     ab.add_argument("--tricks", required=True, metavar="T1,T2,...",
-                    help="comma-separated: batchnorm,dropout,weight_decay,clipping,augmentation,input_norm,early_stopping")
-    ab.add_argument("--target", type=float, default=None, metavar="ACC",
-                    help="validation accuracy in [0, 1] for 'epochs to target' "
-                         "(default: what every baseline seed reaches)")
+                    help="comma-separated: batchnorm,dropout,weight_decay,clipping,augmentation,input_norm,"
+                         "early_stopping; with a [[model.layers]] model, also layer classes of its list "
+                         "(Dropout,BatchNorm1d: off removes every layer of the class)")
+    ab.add_argument("--target", type=float, default=None, metavar="VALUE",
+                    help="value of the validation --metric for 'epochs to target' (an accuracy in [0, 1]; "
+                         "default: what every baseline seed reaches)")
     ab.add_argument("--on", action="append", default=[], metavar="KEY=VALUE",
                     help="the value a trick's key takes when the trick is on, e.g. model.dropout=0.5")
     ab.set_defaults(func=cmd_ablate)

@@ -4,6 +4,14 @@
     --grid model.hidden=[64],[128,128]       commas inside brackets or quotes do not split
     --range optimizer.weight_decay=1e-6:1e-3:log   uniform in log space between the bounds
     --range model.dropout=0:0.5               uniform (an integer key draws integers)
+    --grid model.layers.3.p=0.2,0.5           an argument of layer 3 of the model's list
+    --range model.layers.0.out_features=16:256   (its type, int here, from the layer's class)
+
+A ``model.layers.N.argument`` key names layer N of the base configuration's list (a model in the
+``hidden = [...]`` shorthand: of its expansion, which the key turns into an explicit list); that
+the layer exists and its class takes the argument is checked against the base configuration
+before any trial runs (``bind``), so such keys cannot be searched together with the shorthand's
+keys, which change the list.
 
 Without ``--random`` the grid is expanded in full (the Cartesian product, in the order the keys
 were given). With ``--random N`` N points are drawn, each grid key uniformly from its values and
@@ -14,10 +22,14 @@ command draws the same points. Every point runs once per seed (``--seeds K``), w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,7 +116,7 @@ def _split_key(spec: str, what: str) -> tuple[str, str]:
         raise config_.ConfigError(f"{what} {spec!r} must look like section.key=...")
     key, text = spec.split("=", 1)
     key = key.strip()
-    schema_key(key)
+    check_key(key)
     if key == "run.seed":  # apply() sets each trial's seed, so a searched seed would be overwritten
         raise config_.ConfigError(f"{what} run.seed: the seeds are not searched; use --seeds K to run every "
                                   "configuration with seeds run.seed, ..., run.seed + K - 1 "
@@ -112,11 +124,27 @@ def _split_key(spec: str, what: str) -> tuple[str, str]:
     return key, text.strip()
 
 
+def is_layer_key(dotted: str) -> bool:
+    """Whether ``dotted`` sets an argument of one layer: model.layers.N.argument."""
+    return dotted.startswith("model.layers.")
+
+
+def check_key(dotted: str) -> None:
+    """Refuse a search key that is neither a schema key nor of the form model.layers.N.argument."""
+    if not is_layer_key(dotted):
+        schema_key(dotted)
+        return
+    parts = dotted.split(".")
+    if len(parts) < 4 or not parts[2].isdigit():
+        raise config_.ConfigError(f"search key {dotted!r} must be model.layers.N.argument, e.g. model.layers.3.p")
+
+
 def schema_key(dotted: str) -> config_.Key:
     """The schema entry of ``section.key``; ConfigError naming the closest key if unknown."""
     parts = dotted.split(".")
     if len(parts) != 2:
-        raise config_.ConfigError(f"search key {dotted!r} must be section.key, e.g. optimizer.lr")
+        raise config_.ConfigError(f"search key {dotted!r} must be section.key, e.g. optimizer.lr "
+                                  "(or model.layers.N.argument)")
     section, name = parts
     if section not in config_.SCHEMA or name not in config_.SCHEMA[section]:
         known = [f"{s}.{n}" for s in config_.SCHEMA for n in config_.SCHEMA[s]]
@@ -147,6 +175,8 @@ def parse_range(spec: str) -> Range:
     if not low < high or (log and low <= 0):
         raise config_.ConfigError(f"--range {key}: need low < high{' and low > 0 for log' if log else ''}, "
                                   f"got {low}:{high}")
+    if is_layer_key(key):  # the layer's class says whether it is an integer: see bind
+        return Range(key, low, high, log)
     entry = schema_key(key)
     if entry.type not in (int, float):
         raise config_.ConfigError(f"--range {key}: only numeric keys can take a range, {key} is {entry.type.__name__}")
@@ -166,15 +196,96 @@ def make_space(grid: list[str] = (), ranges: list[str] = (), random: int = 0, sa
         raise config_.ConfigError(f"{sorted(dup)} given both as --grid and --range")
     if random < 0:
         raise config_.ConfigError(f"--random must be >= 0, got {random}")
+    _refuse_layers_with_shorthand(list(g) + [r.key for r in rs])
     return Space(g, rs, random, sample_seed)
 
 
+def _refuse_layers_with_shorthand(keys: list[str]) -> None:
+    from ..shorthand import SHORTHAND_KEYS
+
+    layer = [k for k in keys if is_layer_key(k)]
+    shorthand = [k for k in keys if k.startswith("model.") and k.split(".")[1] in SHORTHAND_KEYS]
+    if layer and shorthand:
+        raise config_.ConfigError(f"{layer[0]} and {shorthand[0]} are both searched: model.layers.N is layer N of "
+                                  f"the base configuration's list, which {shorthand[0]} would change; search "
+                                  "model.layers.N arguments or the shorthand's keys, not both")
+
+
+def bind(space: Space, cfg: dict) -> Space:
+    """``space`` checked against the base configuration ``cfg``: every model.layers.N.argument key
+    names a layer of its list and an argument of that layer's class; a range over such an
+    argument draws integers when the class declares it an ``int``, and is refused unless numeric."""
+    for key in space.grid:
+        if is_layer_key(key):
+            layer_argument(cfg, key, "--grid")
+    ranges = []
+    for r in space.ranges:
+        if is_layer_key(r.key):
+            cls, name, hint = layer_argument(cfg, r.key, "--range")
+            number = _number_type(hint)
+            if number is None:
+                raise config_.ConfigError(f"--range {r.key}: only numeric arguments can take a range; {name} of "
+                                          f"{cls.__name__} is {getattr(hint, '__name__', hint)}")
+            r = dataclasses.replace(r, integer=number is int)
+        ranges.append(r)
+    return dataclasses.replace(space, ranges=ranges)
+
+
+def layer_argument(cfg: dict, dotted: str, flag: str) -> tuple[type, str, object]:
+    """(layer class, argument, its type hint) of model.layers.N[.table].argument in ``cfg``'s list;
+    a one-line ConfigError naming ``flag`` and the key for a layer or an argument that is not there."""
+    from ..nn.spec import SET_BY_RUN, layer_classes
+
+    path = dotted.split(".")[2:]
+    layers = cfg["model"]["layers"]
+    index = int(path[0])
+    if index >= len(layers):
+        listing = ", ".join(f"{i} {spec['type']}" for i, spec in enumerate(layers))
+        raise config_.ConfigError(f"{flag} {dotted}: model.layers has {len(layers)} layers ({listing}); "
+                                  f"there is no layer {index}")
+    table, where = layers[index], f"model.layers.{index}"
+    for name in path[1:-1]:
+        if not isinstance(table.get(name), dict):
+            raise config_.ConfigError(f"{flag} {dotted}: {where} ({table['type']}) has no table {name!r}")
+        table, where = table[name], f"{where}.{name}"
+    cls, name = layer_classes().get(table.get("type")), path[-1]
+    if cls is None:
+        raise config_.ConfigError(f"{flag} {dotted}: {where} is not a layer table (no known 'type')")
+    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if name in SET_BY_RUN:
+        raise config_.ConfigError(f"{flag} {dotted}: {name} is set by the run ({SET_BY_RUN[name]}), not per layer")
+    if name not in params:
+        options = [n for n in params if n not in SET_BY_RUN]
+        known = f"its arguments: {', '.join(options)}" if options else "it takes no arguments"
+        raise config_.ConfigError(f"{flag} {dotted}: {where} is {cls.__name__}, which has no argument "
+                                  f"{name!r}{config_._suggest(name, options)} ({known})")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):
+        hints = {}
+    return cls, name, hints.get(name)
+
+
+def _number_type(hint) -> type | None:
+    """int or float for a numeric type hint (``int | None`` included), else None."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    if kinds == [int]:
+        return int
+    return float if float in kinds else None
+
+
 def apply(cfg: dict, point: dict, seed: int) -> dict:
-    """A validated copy of ``cfg`` with the point's keys set and ``run.seed`` = seed."""
-    out = cfg
-    for key, value in point.items():
-        out = config_.set_key(out, key, value)
-    return config_.set_key(out, "run.seed", seed)
+    """A validated copy of ``cfg`` with the point's keys set and ``run.seed`` = seed.
+
+    All keys are set before one validation, so a point is judged as a whole and not through
+    the states in between (optimizer.momentum given before optimizer.name = "sgd"). The
+    model.layers.N keys go first: N is layer N of the base configuration's list.
+    """
+    keys = sorted(point, key=lambda k: not is_layer_key(k))
+    overrides = [f"{k}={config_.toml_literal(point[k])}" for k in keys] + [f"run.seed={seed}"]
+    return config_.resolve(config_.apply_overrides(cfg, overrides))
 
 
 def label(point: dict) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..report.plots import integer_epochs
 from ..train.checkpoint import atomic_write_bytes
+from .metric import Metric
 
 
 def _plt():
@@ -36,15 +37,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _band(ax, histories: list[list[dict]], key: str, label: str, color, ls="-"):
-    """Mean over seeds of ``key`` per epoch, with the min-max band (seeds may stop at different epochs)."""
+def _band(ax, histories: list[list[dict]], metric: Metric, label: str, color, ls="-"):
+    """Mean over seeds of the validation ``metric`` per epoch, with the min-max band (seeds may stop
+    at different epochs)."""
     length = max((len(h) for h in histories), default=0)
     if not length:
         return
     vals = np.full((len(histories), length), np.nan)
     for i, h in enumerate(histories):
         for j, row in enumerate(h):
-            vals[i, j] = row.get(key, np.nan)
+            value = metric.value(row)
+            vals[i, j] = np.nan if value is None else value
     epochs = np.arange(1, length + 1)
     with np.errstate(all="ignore"):
         import warnings
@@ -60,9 +63,22 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, color, ls="-"):
 # ---------------------------------------------------------------------------- ablations
 _PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # red and grey mark "full" and "baseline"
 
-def ablation_curves(rows: list[dict], names: list[str], target: float, index: dict[str, int] | None = None):
-    """Validation accuracy per epoch of each variant, mean and min-max over seeds; one panel for the
-    tricks added to the baseline, one for the tricks removed from the full set."""
+def _limits(values: list[float], metric: Metric) -> tuple[float, float] | None:
+    """y limits around the later epochs' values: within [0, 1] for accuracy and error."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    if metric.percent:
+        return max(0.0, low - 0.02), min(1.0, high + 0.01)
+    pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+    return low - pad, high + pad
+
+
+def ablation_curves(rows: list[dict], names: list[str], target: float | None, index: dict[str, int] | None = None,
+                    metric: Metric = Metric()):
+    """The validation ``metric`` per epoch of each variant, mean and min-max over seeds; one panel
+    for the tricks added to the baseline, one for the tricks removed from the full set."""
     plt = _plt()
     index = index or {n: p for p, n in enumerate(names)}
     hist = {i: [r["history"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
@@ -76,48 +92,52 @@ def ablation_curves(rows: list[dict], names: list[str], target: float, index: di
         for c, i in enumerate(idx):
             ls = "--" if names[i] in ("baseline", "full") else "-"
             color = {"baseline": "k", "full": "C3"}.get(names[i], _PALETTE[c % len(_PALETTE)])
-            _band(ax, hist[i], "val_accuracy", names[i], color, ls)
-        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:.2%}")
-        ax.set(ylabel="validation accuracy", title=title)
+            _band(ax, hist[i], metric, names[i], color, ls)
+        if target is not None:
+            ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {metric.target_text(target)}")
+        ax.set(ylabel=metric.title(), title=title)
         integer_epochs(ax)
-        lows = [r["val_accuracy"] for i in idx for h in hist[i] for r in h[len(h) // 4:]]
-        if lows:
-            ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, max(lows) + 0.01))
+        limits = _limits([metric.value(r) for i in idx for h in hist[i] for r in h[len(h) // 4:]], metric)
+        if limits:
+            ax.set_ylim(*limits)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
 
 
-def ablation_bars(rows: list[dict], names: list[str], index: dict[str, int] | None = None):
-    """Test accuracy per variant, mean ± std over seeds: bars from 0 (a cut axis would turn a few
-    tenths of a point into bars of very different lengths), each labelled with its value."""
+def ablation_bars(rows: list[dict], names: list[str], index: dict[str, int] | None = None,
+                  metric: Metric = Metric()):
+    """The test ``metric`` per variant, mean ± std over seeds: bars from 0 (a cut axis would turn a
+    few tenths of a point into bars of very different lengths), each labelled with its value."""
     plt = _plt()
     index = index or {n: p for p, n in enumerate(names)}
-    tests = [[r["metrics"]["test_accuracy"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
+    tests = [[metric.value(r["metrics"], "test") for r in rows if r["point"] == index[n] and r["status"] == "done"]
              for n in names]
-    means = [100 * np.mean(t) if t else np.nan for t in tests]
-    stds = [100 * np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in tests]
+    scale = 100.0 if metric.percent else 1.0
+    means = [scale * np.mean(t) if t else np.nan for t in tests]
+    stds = [scale * np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in tests]
     colors = ["k" if n == "baseline" else "C3" if n == "full" else "C0" if n.startswith("+") else "C1" for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     ax.barh(range(len(names)), means, xerr=stds, color=colors, alpha=0.8, capsize=3)
     for y, (t, m) in enumerate(zip(tests, means)):
         if t:
-            ax.text(m / 2, y, mean_sd(np.mean(t), np.std(t, ddof=1) if len(t) > 1 else 0.0, len(t)) +
+            ax.text(m / 2, y, metric.format(float(np.mean(t)), np.std(t, ddof=1) if len(t) > 1 else 0.0, len(t)) +
                     (f" (n={len(t)})" if len(t) > 1 else ""), ha="center", va="center", color="w", fontsize=8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlim(0.0, 100.0)
-    ax.set(xlabel="test accuracy (%), mean ± std over seeds", title="test accuracy per variant")
+    if metric.percent:
+        ax.set_xlim(0.0, 100.0)
+    ax.set(xlabel=f"{metric.header('test')}, mean ± std over seeds", title=f"{metric.title('test')} per variant")
     ax.grid(alpha=0.3, axis="x")
     return fig
 
 
-def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float,
-                     index: dict[str, int] | None = None) -> list[Path]:
+def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float | None,
+                     index: dict[str, int] | None = None, metric: Metric = Metric()) -> list[Path]:
     """curves.png (``ablation_curves``) and bars.png (``ablation_bars``) in ``out``."""
     out = Path(out)
-    return [_save(ablation_curves(rows, names, target, index), out / "curves.png"),
-            _save(ablation_bars(rows, names, index), out / "bars.png")]
+    return [_save(ablation_curves(rows, names, target, index, metric), out / "curves.png"),
+            _save(ablation_bars(rows, names, index, metric), out / "bars.png")]
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -137,13 +157,15 @@ def _axis_values(values):
 
 
 def sweep_curves(summary: dict, rows: list[dict]):
-    """Validation accuracy per epoch of the six best configurations, mean and min-max over seeds."""
+    """The ranked validation metric (``summary["metric"]``, default val_accuracy) per epoch of the
+    six best configurations, mean and min-max over seeds."""
+    metric = Metric(summary.get("metric", "val_accuracy"))
     fig, ax = _plt().subplots(figsize=(8, 4.5))
-    for c, e in enumerate([e for e in summary["table"] if "val_accuracy" in e][:6]):
+    for c, e in enumerate([e for e in summary["table"] if metric.name in e][:6]):
         hs = [r["history"] for r in rows if r["point"] == e["point"] and r["status"] == "done"]
-        _band(ax, hs, "val_accuracy", e["label"], f"C{c}")
-    ax.set(ylabel="validation accuracy", title="validation accuracy of the best configurations "
-                                               "(mean, band: min-max over seeds)")
+        _band(ax, hs, metric, e["label"], f"C{c}")
+    ax.set(ylabel=metric.title(), title=f"{metric.title()} of the best configurations "
+                                        "(mean, band: min-max over seeds)")
     integer_epochs(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -154,19 +176,21 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
     """curves.png (``sweep_curves``) and a map of the searched keys."""
     out = Path(out)
     plt = _plt()
-    table = [e for e in summary["table"] if "val_accuracy" in e]
+    metric = Metric(summary.get("metric", "val_accuracy"))
+    title = metric.title()
+    table = [e for e in summary["table"] if metric.name in e]
     paths = [_save(sweep_curves(summary, rows), out / "curves.png")]
     keys = summary["keys"]
     if not keys or not table:
         return paths
-    acc = np.array([e["val_accuracy"] for e in table])
+    acc = np.array([e[metric.name] for e in table])  # the ranked metric, whichever it is
     if len(keys) == 1:
         k = keys[0]
         pos, scale, cats = _axis_values([e["params"][k] for e in table])
         order = np.argsort(pos)
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.errorbar(pos[order], acc[order], yerr=[table[i]["val_accuracy_std"] for i in order], marker="o", capsize=3)
-        ax.set(xlabel=f"{scale}({k})" if scale else k, ylabel="validation accuracy", title=f"validation accuracy against {k}")
+        ax.errorbar(pos[order], acc[order], yerr=[table[i][f"{metric.name}_std"] for i in order], marker="o", capsize=3)
+        ax.set(xlabel=f"{scale}({k})" if scale else k, ylabel=title, title=f"{title} against {k}")
         if cats:
             ax.set_xticks(range(len(cats)), cats, rotation=20)
         ax.grid(alpha=0.3)
@@ -181,19 +205,21 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
         ux = sorted(ux, key=lambda s: (not _numeric([json.loads(s)]), json.loads(s) if _numeric([json.loads(s)]) else s))
         uy = sorted(uy, key=lambda s: (not _numeric([json.loads(s)]), json.loads(s) if _numeric([json.loads(s)]) else s))
         heat = np.full((len(uy), len(ux)), np.nan)
+        better = max if metric.maximize else min
         for e in table:
             i, j = uy.index(json.dumps(e["params"][ky])), ux.index(json.dumps(e["params"][kx]))
-            heat[i, j] = e["val_accuracy"] if np.isnan(heat[i, j]) else max(heat[i, j], e["val_accuracy"])
+            heat[i, j] = e[metric.name] if np.isnan(heat[i, j]) else better(heat[i, j], e[metric.name])
         fig, ax = plt.subplots(figsize=(1.1 * len(ux) + 3, 0.7 * len(uy) + 2))
         im = ax.imshow(heat, cmap="viridis", aspect="auto")
         for i in range(len(uy)):
             for j in range(len(ux)):
                 if not np.isnan(heat[i, j]):
-                    ax.text(j, i, f"{heat[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                    ax.text(j, i, f"{heat[i, j]:.3f}" if metric.percent else f"{heat[i, j]:.4g}",
+                            ha="center", va="center", fontsize=8,
                             color="w" if heat[i, j] < np.nanmean(heat) else "k")
         ax.set_xticks(range(len(ux)), ux, rotation=20)
         ax.set_yticks(range(len(uy)), uy)
-        ax.set(xlabel=kx, ylabel=ky, title="validation accuracy" + (" (best over the other keys)" if len(keys) > 2 else ""))
+        ax.set(xlabel=kx, ylabel=ky, title=title + (" (best over the other keys)" if len(keys) > 2 else ""))
         fig.colorbar(im, ax=ax)
         paths.append(_save(fig, out / "heatmap.png"))
     else:
@@ -202,7 +228,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 5))
         sc = ax.scatter(px, py, c=acc, cmap="viridis", s=60, edgecolors="k")
         ax.set(xlabel=f"{sx}({kx})" if sx else kx, ylabel=f"{sy}({ky})" if sy else ky,
-               title="validation accuracy of each configuration")
+               title=f"{title} of each configuration")
         if cx:
             ax.set_xticks(range(len(cx)), cx, rotation=20)
         if cy:
@@ -230,7 +256,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
                   fontsize=8)
     ax.set_yticks([])
     ax.set_ylim(-0.2, 1.2)
-    ax.set_title("parallel coordinates (colour: validation accuracy)")
+    ax.set_title(f"parallel coordinates (colour: {title})")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
     paths.append(_save(fig, out / "parallel.png"))
     return paths
@@ -265,15 +291,18 @@ def _table(head: list[str], rows: list[list], classes: list[str] | None = None) 
     return "\n".join(out + ["</table>"])
 
 
-def mean_sd(mean: float | None, sd: float, n: int, percent: bool = True, unit: str = "") -> str:
+def mean_sd(mean: float | None, sd: float, n: int, percent: bool = True, unit: str = "",
+            digits: int | None = None) -> str:
     """'mean ± sd' over n >= 2 seeds (sd with ddof=1); one seed has no spread: 'mean (n=1)'.
 
-    ``percent`` shows fractions as percentages with two decimals (else one decimal, for epochs);
-    ``unit`` follows the numbers: '97.12 ± 0.10%', '97.12% (n=1)'.
+    ``percent`` shows fractions as percentages with two decimals (else one decimal, for epochs;
+    ``digits`` sets another number of decimals); ``unit`` follows the numbers: '97.12 ± 0.10%',
+    '97.12% (n=1)'.
     """
     if mean is None or n < 1:
         return "—"
-    scale, digits = (100.0, 2) if percent else (1.0, 1)
+    scale, default_digits = (100.0, 2) if percent else (1.0, 1)
+    digits = default_digits if digits is None else digits
     text = f"{scale * mean:.{digits}f}"
     return f"{text} ± {scale * sd:.{digits}f}{unit}" if n > 1 else f"{text}{unit} (n=1)"
 
@@ -301,13 +330,15 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
         index = meta.get("variant_points")
         from .ablate import summarize
 
-        table, target = summarize(rows, names, index, summary["target"] if summary else None)
-        paths = ablation_figures(figs_dir, rows, names, target, index)
-        head = ["variant", "validation accuracy (%)", "test accuracy (%)", f"epochs to {target:.2%} (reached)",
-                "epochs run"]
+        metric = Metric(meta.get("metric", "val_accuracy"))
+        val, test = metric.key("val"), metric.key("test")
+        table, target = summarize(rows, names, index, summary["target"] if summary else None, metric)
+        paths = ablation_figures(figs_dir, rows, names, target, index, metric)
+        head = ["variant", metric.header("validation"), metric.header("test"),
+                f"epochs to {metric.target_text(target)} (reached)", "epochs run"]
         trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
-                mean_sd(e["val_accuracy"], e["val_accuracy_std"], e["seeds"]),
-                mean_sd(e["test_accuracy"], e["test_accuracy_std"], e["seeds"]),
+                metric.format(e[val], e[val + "_std"], e["seeds"]),
+                metric.format(e[test], e[test + "_std"], e["seeds"]),
                 f"{mean_sd(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'], False)} "
                 f"({e['reached_target']}/{e['seeds']})",
                 mean_sd(e["epochs_run"], e["epochs_run_std"], e["seeds"], False)] for e in table]
@@ -315,40 +346,60 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
                  f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds "
                  "(a variant with one seed shows its value and n=1); "
                  "each trial is scored on the test split once, after training (an ablation selects nothing).</p>",
-                 _table(head, trs), "<h2>Figures</h2>", _img(paths[0], "validation accuracy per epoch, mean and min-max over seeds"),
-                 _img(paths[1], "test accuracy per variant"), "<h2>Variants</h2>",
-                 _table(["variant", "keys set"], [[n, ", ".join(f"{k}={v}" for k, v in ks.items())]
+                 _table(head, trs), "<h2>Figures</h2>",
+                 _img(paths[0], f"{metric.title()} per epoch, mean and min-max over seeds"),
+                 _img(paths[1], f"{metric.title('test')} per variant"), "<h2>Variants</h2>",
+                 _table(["variant", "keys set"], [[n, ", ".join(_setting(k, v) for k, v in ks.items())]
                                                   for n, ks in meta["variants"].items()])]
         return "Ablation: " + ", ".join(meta["tricks"]), body
-    from .sweep import point_table
+    from .sweep import mean_and_std, other_scores, point_table
 
-    table = sorted(point_table(rows), key=lambda e: -e.get("val_accuracy", -1.0))
+    metric = Metric(meta.get("metric", "val_accuracy"))  # a folder from before --metric ranked by accuracy
+    title = metric.title()
+    table = point_table(rows, metric)
     summ = {"table": table, "keys": list(meta["space"]["grid"]) + [r["key"] for r in meta["space"]["ranges"]],
-            "space": meta["space"]}
+            "space": meta["space"], "metric": metric.name}
     paths = sweep_figures(figs_dir, summ, rows)
     final = meta.get("final")
     if final:
+        final = {**final, **mean_and_std(final["per_seed"], metric)}
         best = next(e for e in table if e["point"] == final["point"])
         n = len(final["run_dirs"])
+        val, test = metric.key("val"), metric.key("test")
         body += ["<h2>Chosen configuration</h2>",
-                 f"<p class=\"verdict\"><b>{html.escape(best['label'])}</b>: validation accuracy "
-                 f"{mean_sd(final['val_accuracy'], final['val_accuracy_std'], n, unit='%')}, test accuracy "
-                 f"{mean_sd(final['test_accuracy'], final['test_accuracy_std'], n, unit='%')} "
-                 f"({n} seed(s)). Chosen on validation accuracy alone; the test split was "
+                 f"<p class=\"verdict\"><b>{html.escape(best['label'])}</b>: {title} "
+                 f"{metric.format(final[val], final[val + '_std'], n, True)}, {metric.title('test')} "
+                 f"{metric.format(final[test], final[test + '_std'], n, True)} "
+                 f"({n} seed(s)). Chosen on {title} alone; the test split was "
                  "scored once, for this configuration only.</p>"]
-    head = ["rank", *summ["keys"], "validation accuracy (%)", "validation loss", "epochs", "seeds", "seconds"]
+    others = other_scores(table, metric)
+    head = ["rank", *summ["keys"], metric.header(), *[Metric(k).header() for k in others], "epochs", "seeds", "seconds"]
     trs = [[str(i + 1), *[json.dumps(e["params"].get(k)) for k in summ["keys"]],
-            mean_sd(e.get("val_accuracy"), e.get("val_accuracy_std", 0.0), e["done"]),
-            f"{e['val_loss']:.4f}" if "val_loss" in e else "—", f"{e.get('epochs_run', 0):.1f}",
+            metric.format(e.get(metric.name), e.get(f"{metric.name}_std", 0.0), e["done"]),
+            *[_score(e.get(k), Metric(k)) for k in others], f"{e.get('epochs_run', 0):.1f}",
             f"{e['done']}/{e['seeds']}", f"{e['seconds']:.1f}"] for i, e in enumerate(table)]
     classes = ["best" if final and e["point"] == final["point"] else "" for e in table]
-    body += ["<h2>Configurations, sorted by validation accuracy</h2>", _table(head, trs, classes), "<h2>Figures</h2>"]
-    captions = {"curves.png": "validation accuracy per epoch of the best configurations (band: min-max over seeds)",
-                "heatmap.png": "validation accuracy over the first two searched keys",
-                "key.png": "validation accuracy against the searched key",
+    body += [f"<h2>Configurations, sorted by {title}</h2>", _table(head, trs, classes), "<h2>Figures</h2>"]
+    captions = {"curves.png": f"{title} per epoch of the best configurations (band: min-max over seeds)",
+                "heatmap.png": f"{title} over the first two searched keys",
+                "key.png": f"{title} against the searched key",
                 "parallel.png": "parallel coordinates of the searched keys"}
     body += [_img(p, captions.get(p.name, p.name)) for p in paths]
     return f"Sweep: {', '.join(summ['keys']) or 'base configuration'}", body
+
+
+def _score(value: float | None, metric: Metric) -> str:
+    """A mean score in a table cell: '97.12' for a percentage, '0.1234' otherwise, '—' if absent."""
+    if value is None:
+        return "—"
+    return f"{100 * value:.2f}" if metric.percent else f"{value:.4f}"
+
+
+def _setting(key: str, value) -> str:
+    """'optimizer.lr=0.01'; a layer list by its layers' classes: 'model.layers=[Linear, ReLU, Linear]'."""
+    if key == "model.layers":
+        return f"{key}=[{', '.join(spec['type'] for spec in value)}]"
+    return f"{key}={value}"
 
 
 def _reproduction_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:

@@ -1,5 +1,8 @@
 """One trial: train a configuration in its run folder and score it on the validation split.
 
+Its metrics are the trainer's scores as ``val_<name>`` (and ``test_<name>``): loss and accuracy
+for classification, loss, rmse and r2 for regression (train/metrics.py).
+
 A trial never looks at the test split unless asked (``score_test=True``, for ablations, which
 measure rather than select). A sweep scores the test split once, at the end, for the chosen
 configuration only.
@@ -42,7 +45,7 @@ def _finished(run_dir: Path, cfg: dict, score_test: bool) -> dict | None:
         history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line]
     except (OSError, ValueError):
         return None
-    if not same or (score_test and "test_accuracy" not in metrics):
+    if not same or (score_test and not any(k.startswith("test_") for k in metrics)):
         return None
     return {"history": history, "metrics": metrics, "reused": True}
 
@@ -62,10 +65,9 @@ def run_trial(cfg: dict, run_dir: str | Path, score_test: bool = False) -> dict:
         exp = build(cfg, run_dir=run_dir, progress=False, log=lambda msg: None)
         exp.trainer.resume()
         exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
-        val = exp.trainer.evaluate(exp.val)
         es = exp.trainer.early_stopping
         metrics = {
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            **{f"val_{name}": value for name, value in exp.trainer.evaluate(exp.val).items()},
             "epochs_run": exp.trainer.epoch,
             "best_epoch": es.best_epoch if es is not None else exp.trainer.epoch,
             "stopped_early": bool(es is not None and es.stopped_epoch is not None),
@@ -74,8 +76,7 @@ def run_trial(cfg: dict, run_dir: str | Path, score_test: bool = False) -> dict:
             "pid": os.getpid(),
         }
         if score_test:
-            test = exp.trainer.evaluate(exp.test)
-            metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+            metrics.update({f"test_{name}": value for name, value in exp.trainer.evaluate(exp.test).items()})
         save_model(run_dir / "model.npz", exp.model, exp.normalizer, exp.input_shape, exp.data.n_outputs,
                    exp.data.columns)
         write_json(run_dir / "metrics.json", metrics)
