@@ -149,6 +149,16 @@ def model_input_shape(cfg: dict, data: Data) -> tuple[int, ...]:
     return data.sample_shape
 
 
+def check_model(cfg: dict) -> None:
+    """Build a configuration's model once on a built-in data set's known shapes, so that a value its
+    layer refuses (``model.layers.3.p = 1.5``) or a width that does not fit is a ConfigError now, not
+    when training starts. The user's files are checked when they are read."""
+    shape = builtin_input_shape(cfg)
+    if shape is not None:
+        check_fits_in_memory(cfg, shape, N_CLASSES)
+        build_model(cfg, shape, N_CLASSES, np.random.SeedSequence(0))
+
+
 def model_summary(cfg: dict) -> str:
     """The model of a configuration, layer by layer (built-in data sets are not read: their shapes are known)."""
     shape = builtin_input_shape(cfg)
@@ -191,6 +201,15 @@ def _spec_parameters(spec: dict, shape: tuple[int, ...], width: int | None) -> t
         return n_in * n_out + n_out * bool(spec.get("bias", True)), (n_out,)
     if kind.startswith("BatchNorm"):
         return 2 * shape[0] * bool(spec.get("affine", True)), shape
+    if kind == "Conv2d":
+        return _conv_parameters(spec, shape)
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        k = _pair(spec["kernel_size"])
+        s = _pair(spec.get("stride") or spec["kernel_size"])
+        return 0, (shape[0], *_window_output(shape[1:], k, s, _pair(spec.get("padding", 0)), (1, 1)))
+    if kind == "AdaptiveAvgPool2d":
+        size = _pair(spec["output_size"])
+        return 0, (shape[0], *(o if o is not None else n for o, n in zip(size, shape[1:])))
     if kind == "SequenceEncoder":
         rnn, steps = spec["rnn"], spec["time_steps"]
         gates = 4 if rnn["type"] == "LSTM" else 1
@@ -200,10 +219,31 @@ def _spec_parameters(spec: dict, shape: tuple[int, ...], width: int | None) -> t
     return 0, shape
 
 
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _window_output(size, kernel, stride, padding, dilation) -> tuple[int, ...]:
+    """floor((n + 2p - d (k - 1) - 1) / s) + 1 per axis, as torch's convolutions and poolings."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation))
+
+
+def _conv_parameters(spec: dict, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Conv2d: out (in / groups) kh kw + out values; output (out, H', W')."""
+    out, k = int(spec["out_channels"]), _pair(spec["kernel_size"])
+    n = out * (shape[0] // spec.get("groups", 1)) * k[0] * k[1] + out * bool(spec.get("bias", True))
+    padding, stride, dilation = spec.get("padding", 0), _pair(spec.get("stride", 1)), _pair(spec.get("dilation", 1))
+    if padding == "same":
+        return n, (out, *shape[1:])
+    padding = (0, 0) if padding == "valid" else _pair(padding)
+    return n, (out, *_window_output(shape[1:], k, stride, padding, dilation))
+
+
 def count_parameters(cfg: dict, input_shape: tuple[int, ...] | int, n_out: int) -> int:
     """The number of trainable values :func:`build_model` creates, from the sizes alone (nothing allocated)::
 
         Linear-like, n_in -> n_out:          n_in n_out + n_out (bias)
+        Conv2d, C -> out channels, kh x kw:  out (C / groups) kh kw + out (bias)
         BatchNorm over C features:           2 C (gamma, beta)
         RNN (g = 1) / LSTM (g = 4) layer l:  g h (i_l + h + 2), i_1 = features per step, i_l = h after
     """

@@ -168,3 +168,18 @@ def test_a_point_is_validated_as_a_whole():
     assert trial.config["run"]["seed"] == 3
     with pytest.raises(config_.ConfigError, match="optimizer.momentum"):  # the final combination is still checked
         make_trials(cfg, [{"optimizer.momentum": 0.9}], [0])
+
+
+def test_a_layer_value_its_class_refuses_stops_the_sweep_before_any_trial(tmp_path, capsys):
+    from tricklab.cli import main
+
+    cfg = tmp_path / "layers.toml"
+    cfg.write_text('[train]\nepochs = 1\n[[model.layers]]\ntype = "Linear"\nout_features = 8\n'
+                   '[[model.layers]]\ntype = "ReLU"\n[[model.layers]]\ntype = "Dropout"\np = 0.2\n'
+                   '[[model.layers]]\ntype = "Linear"\n')
+    out = tmp_path / "sweep"
+    rc = main(["sweep", str(cfg), "--grid", "model.layers.2.p=0.3,1.5", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("tricklab: error: configuration ")
+    assert "model.layers.2 (Dropout)" in err[-1] and "1.5" in err[-1]
+    assert not out.exists()

@@ -42,10 +42,18 @@ TEST_FN = "tricklab.experiment:evaluate_run"
 
 def make_trials(cfg: dict, points: list[dict], seeds: list[int], labels: list[str] | None = None) -> list[Trial]:
     """One trial per (point, seed), with a validated configuration and a stable id."""
+    from ..experiment import check_model
+
     out = []
     for p, point in enumerate(points):
         for k, seed in enumerate(seeds):
             trial_cfg = grid_.apply(cfg, point, seed)
+            if k == 0:
+                try:
+                    check_model(trial_cfg)
+                except config_.ConfigError as exc:
+                    label = labels[p] if labels else grid_.label(point)
+                    raise config_.ConfigError(f"configuration {label}: {exc}") from None
             tid = grid_.digest(trial_cfg)
             out.append(Trial(id=tid, idx=len(out), point=p, label=labels[p] if labels else grid_.label(point),
                              params=point, seed=seed, config=trial_cfg, run_dir=f"runs/{p:04d}-s{seed}-{tid[:8]}"))
