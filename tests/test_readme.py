@@ -46,3 +46,13 @@ def test_own_problem_commands_in_readme_name_real_configs_and_layers(tmp_path):
     index, arg = re.search(r"--set model\.layers\.(\d+)\.(\w+)=", README).groups()
     cfg = config.load(root / "configs/own_npz.toml", [f"model.layers.{index}.{arg}=0.5"])
     assert cfg["model"]["layers"][int(index)] == {"type": "Dropout", "p": 0.5}
+
+
+def test_the_grading_example_in_readme_is_what_the_grader_prints():
+    from tricklab.grade import grade
+
+    text = re.search(r"## Teaching.*?```text\n\$ tricklab grade (\S+) --assignment (\S+)\n(.*?)```", README, re.S)
+    path, assignment, shown = text.groups()
+    result = grade(Path(__file__).resolve().parents[1] / path, assignment)
+    report = result.report().replace(str(Path(__file__).resolve().parents[1]) + "/", "")
+    assert report.strip() == shown.strip()

@@ -142,7 +142,7 @@ def expect_close(got, want, what: str, shapes: str = "", mistakes: dict[str, obj
     index = _first_mismatch(g, w, rtol, atol)
     raise CheckFailure(f"{what} differs from the reference{inputs}: largest absolute error {diff.max():.3g}, "
                        f"largest relative error {rel}; first mismatch at index {list(index)}: "
-                       f"yours {g[index]!r}, expected {w[index]!r}{hint}")
+                       f"yours {float(g[index]):.10g}, expected {float(w[index]):.10g}{hint}")
 
 
 def expect(condition: bool, message: str) -> None:
