@@ -67,6 +67,20 @@ def _tl_cases(rng):
         "BatchNorm1d": lambda: _randomize_batchnorm(nn.BatchNorm1d(4, eps=1e-3, momentum=0.2), rng),
         "BatchNorm1d-cumulative": lambda: _randomize_batchnorm(nn.BatchNorm1d(4, momentum=None), rng),
         "BatchNorm1d-noaffine": lambda: _randomize_batchnorm(nn.BatchNorm1d(4, affine=False), rng),
+        "BatchNorm2d": lambda: _randomize_batchnorm(nn.BatchNorm2d(3, eps=1e-3, momentum=0.2), rng),
+        "BatchNorm2d-cumulative": lambda: _randomize_batchnorm(nn.BatchNorm2d(3, momentum=None), rng),
+        "BatchNorm2d-noaffine": lambda: _randomize_batchnorm(nn.BatchNorm2d(3, affine=False), rng),
+        "MaxPool2d": lambda: nn.MaxPool2d(2),
+        "MaxPool2d-overlapping-padded": lambda: nn.MaxPool2d((3, 2), stride=(2, 1), padding=(1, 1)),
+        "AvgPool2d": lambda: nn.AvgPool2d(2),
+        "AvgPool2d-overlapping-padded": lambda: nn.AvgPool2d(3, stride=2, padding=1),
+        "AdaptiveAvgPool2d-global": lambda: nn.AdaptiveAvgPool2d(1),
+        "AdaptiveAvgPool2d-3xNone": lambda: nn.AdaptiveAvgPool2d((3, None)),
+        "Dropout2d": lambda: nn.Dropout2d(0.3, rng=rng),
+        "Dropout2d-p0": lambda: nn.Dropout2d(0.0, rng=rng),
+        "CNN": lambda: nn.Sequential(_randomize_batchnorm(nn.BatchNorm2d(2), rng), nn.ReLU(), nn.MaxPool2d(2),
+                                     nn.Dropout2d(0.0, rng=rng), nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(1),
+                                     nn.Flatten(), nn.Linear(2, 3, rng=rng)),
         "RNN": lambda: nn.RNN(3, 4, num_layers=2, rng=rng),
         "RNN-relu-nobias": lambda: nn.RNN(3, 4, bias=False, nonlinearity="relu", rng=rng),
         "LSTM": lambda: nn.LSTM(3, 4, num_layers=2, rng=rng),
@@ -102,6 +116,20 @@ def _torch_cases(gen):
         "BatchNorm1d": lambda: _randomize_torch_batchnorm(tn.BatchNorm1d(4, eps=1e-3, momentum=0.2), gen),
         "BatchNorm1d-cumulative": lambda: _randomize_torch_batchnorm(tn.BatchNorm1d(4, momentum=None), gen),
         "BatchNorm1d-noaffine": lambda: _randomize_torch_batchnorm(tn.BatchNorm1d(4, affine=False), gen),
+        "BatchNorm2d": lambda: _randomize_torch_batchnorm(tn.BatchNorm2d(3, eps=1e-3, momentum=0.2), gen),
+        "BatchNorm2d-cumulative": lambda: _randomize_torch_batchnorm(tn.BatchNorm2d(3, momentum=None), gen),
+        "BatchNorm2d-noaffine": lambda: _randomize_torch_batchnorm(tn.BatchNorm2d(3, affine=False), gen),
+        "MaxPool2d": lambda: tn.MaxPool2d(2),
+        "MaxPool2d-overlapping-padded": lambda: tn.MaxPool2d((3, 2), stride=(2, 1), padding=(1, 1)),
+        "AvgPool2d": lambda: tn.AvgPool2d(2),
+        "AvgPool2d-overlapping-padded": lambda: tn.AvgPool2d(3, stride=2, padding=1),
+        "AdaptiveAvgPool2d-global": lambda: tn.AdaptiveAvgPool2d(1),
+        "AdaptiveAvgPool2d-3xNone": lambda: tn.AdaptiveAvgPool2d((3, None)),
+        "Dropout2d": lambda: tn.Dropout2d(0.3),
+        "Dropout2d-p0": lambda: tn.Dropout2d(0.0),
+        "CNN": lambda: tn.Sequential(_randomize_torch_batchnorm(tn.BatchNorm2d(2), gen), tn.ReLU(), tn.MaxPool2d(2),
+                                     tn.Dropout2d(0.0), tn.AvgPool2d(3, 1, 1), tn.AdaptiveAvgPool2d(1),
+                                     tn.Flatten(), tn.Linear(2, 3)),
         "RNN": lambda: tn.RNN(3, 4, num_layers=2, batch_first=True),
         "RNN-relu-nobias": lambda: tn.RNN(3, 4, bias=False, nonlinearity="relu", batch_first=True),
         "LSTM": lambda: tn.LSTM(3, 4, num_layers=2, batch_first=True),
@@ -138,6 +166,19 @@ CASES = {  # name: (input shape, modes, terms)
     "BatchNorm1d": ((B, 4), BOTH, 2 * 3 * B),  # mean, variance and the backward's two means over the batch
     "BatchNorm1d-cumulative": ((B, 4), BOTH, 2 * 3 * B),
     "BatchNorm1d-noaffine": ((B, 4), BOTH, 2 * 3 * B),
+    # per channel over B x 5 x 4 pixels
+    "BatchNorm2d": ((B, 3, 5, 4), BOTH, 2 * 3 * B * 5 * 4),
+    "BatchNorm2d-cumulative": ((B, 3, 5, 4), BOTH, 2 * 3 * B * 5 * 4),
+    "BatchNorm2d-noaffine": ((B, 3, 5, 4), BOTH, 2 * 3 * B * 5 * 4),
+    "MaxPool2d": ((B, 2, 5, 6), BOTH, 0),  # disjoint windows: a maximum and its gradient are exact
+    "MaxPool2d-overlapping-padded": ((B, 2, 5, 6), BOTH, 2 * 4),  # an input's gradient sums up to 2 x 2 windows
+    "AvgPool2d": ((B, 2, 5, 6), BOTH, 2 * 4),  # the window's kh x kw entries
+    "AvgPool2d-overlapping-padded": ((B, 2, 5, 6), BOTH, 2 * 9),
+    "AdaptiveAvgPool2d-global": ((B, 2, 5, 6), BOTH, 2 * 30),
+    "AdaptiveAvgPool2d-3xNone": ((B, 2, 5, 6), BOTH, 2 * 3),  # 5 rows to 3: windows of 2, 3 and 2 rows
+    "Dropout2d": ((B, 3, 2, 2), EVAL, 0),
+    "Dropout2d-p0": ((B, 3, 2, 2), BOTH, 0),
+    "CNN": ((B, 2, 6, 6), BOTH, 2 * 3 * B * 6 * 6),
     "RNN": ((B, 5, 3), BOTH, RNN_TERMS),
     "RNN-relu-nobias": ((B, 5, 3), BOTH, RNN_TERMS),
     "LSTM": ((B, 5, 3), BOTH, RNN_TERMS),
@@ -314,6 +355,23 @@ def test_conv2d_hyperparameters_survive_both_ways():
     assert [m.bias is None for m in back] == [True, False]
 
 
+def test_pooling_batchnorm2d_and_dropout2d_hyperparameters_survive_both_ways():
+    model = nn.Sequential(nn.MaxPool2d((3, 2), stride=(1, 2), padding=(1, 0)), nn.AvgPool2d(4, padding=2),
+                          nn.AdaptiveAvgPool2d((2, None)), nn.BatchNorm2d(3, eps=1e-3, momentum=None, affine=False),
+                          nn.Dropout2d(0.25))
+    twin = export.to_torch(model)
+    windows = [((3, 2), (1, 2), (1, 0)), ((4, 4), (4, 4), (2, 2))]
+    assert [(m.kernel_size, m.stride, m.padding) for m in twin[:2]] == windows
+    assert (type(twin[1]).__name__, twin[1].count_include_pad, twin[1].ceil_mode) == ("AvgPool2d", True, False)
+    assert (twin[2].output_size, twin[4].p, type(twin[4]).__name__) == ((2, None), 0.25, "Dropout2d")
+    assert (twin[3].eps, twin[3].momentum, twin[3].affine, twin[3].track_running_stats) == (1e-3, None, False, True)
+    back = export.from_torch(twin)
+    assert [type(m) for m in back] == [type(m) for m in model]
+    assert [(m.kernel_size, m.stride, m.padding) for m in back[:2]] == windows
+    assert (back[2].output_size, back[4].p, back[4].scaling) == ((2, None), 0.25, "inverted")
+    assert (back[3].eps, back[3].momentum, back[3].affine, back[3].channels) == (1e-3, None, False, None)
+
+
 def test_each_modules_mode_is_kept():
     model = tricklab_case("MLP", np.float32).train()
     model[1].eval()
@@ -382,6 +440,10 @@ def test_torch_sequence_encoder_pickles():
     (lambda: nn.Dropout(0.5, scaling="test"),
      r"Dropout\) has no PyTorch equivalent: scaling='test'.*fold_dropout_scaling"),
     (lambda: nn.BatchNorm1d(3, units=[0, 2]), r"BatchNorm1d\) has no PyTorch equivalent: units="),
+    (lambda: nn.BatchNorm2d(3, channels=[1]), r"BatchNorm2d\) has no PyTorch equivalent: channels= normalizes "
+                                              r"selected channels only"),
+    (lambda: nn.Dropout2d(0.5, scaling="test"), r"Dropout2d\) has no PyTorch equivalent: scaling='test'.*"
+                                                r"torch.nn.Dropout2d is inverted"),
 ])
 def test_to_torch_names_the_layer_without_a_twin(layer, why):
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), layer())
@@ -412,6 +474,14 @@ def test_to_torch_refuses_a_loss_and_a_non_module():
     (lambda: torch.nn.LSTM(3, 4, num_layers=2, dropout=0.2, batch_first=True), r"LSTM\) has dropout=0.2"),
     (lambda: torch.nn.LSTM(3, 4, proj_size=2, batch_first=True), r"LSTM\) has proj_size=2"),
     (lambda: torch.nn.BatchNorm1d(3, track_running_stats=False), r"BatchNorm1d\) has track_running_stats=False"),
+    (lambda: torch.nn.BatchNorm2d(3, track_running_stats=False), r"BatchNorm2d\) has track_running_stats=False"),
+    (lambda: torch.nn.MaxPool2d(2, dilation=2), r"MaxPool2d\) has dilation=2"),
+    (lambda: torch.nn.MaxPool2d(2, ceil_mode=True), r"MaxPool2d\) has ceil_mode=True"),
+    (lambda: torch.nn.MaxPool2d(2, return_indices=True), r"MaxPool2d\) has return_indices=True"),
+    (lambda: torch.nn.AvgPool2d(2, count_include_pad=False), r"AvgPool2d\) has count_include_pad=False"),
+    (lambda: torch.nn.AvgPool2d(2, divisor_override=3), r"AvgPool2d\) has divisor_override=3"),
+    (lambda: torch.nn.MaxPool2d(3, padding=2), r"MaxPool2d\): MaxPool2d: padding \(2, 2\) must be at most half"),
+    (lambda: torch.nn.AdaptiveMaxPool2d(1), r"AdaptiveMaxPool2d\) has no tricklab equivalent"),
     (lambda: torch.nn.Dropout(1.0), r"Dropout\): Dropout: p \(drop probability\) must be in \[0, 1\)"),
 ])
 def test_from_torch_names_the_module_without_a_twin(module, why):

@@ -12,8 +12,16 @@ through ``state_dict``, whose names and shapes are torch's on both sides::
     LeakyReLU(negative_slope)                <-> LeakyReLU(negative_slope)
     Flatten(start_dim, end_dim)              <-> Flatten(start_dim, end_dim)
     Dropout(p, scaling="inverted")           <-> Dropout(p)
+    Dropout2d(p, scaling="inverted")         <-> Dropout2d(p)
     BatchNorm1d(n, eps, momentum, affine)    <-> BatchNorm1d(n, eps, momentum, affine,
                                                  track_running_stats=True), num_batches_tracked too
+    BatchNorm2d(n, eps, momentum, affine)    <-> BatchNorm2d(n, eps, momentum, affine,
+                                                 track_running_stats=True), num_batches_tracked too
+    MaxPool2d(kernel_size, stride, padding)  <-> MaxPool2d(kernel_size, stride, padding), dilation=1,
+                                                 ceil_mode=False, return_indices=False
+    AvgPool2d(kernel_size, stride, padding)  <-> AvgPool2d(kernel_size, stride, padding), ceil_mode=False,
+                                                 count_include_pad=True, divisor_override=None
+    AdaptiveAvgPool2d(output_size)           <-> AdaptiveAvgPool2d(output_size)
     RNN(in, H, num_layers, bias, nonlinearity) <-> RNN(..., batch_first=True)
     LSTM(in, H, num_layers, bias)            <-> LSTM(..., batch_first=True)
     SequenceEncoder(rnn, time_steps)         <-> TorchSequenceEncoder(rnn, time_steps) (below)
@@ -30,7 +38,8 @@ Refused with :class:`UnsupportedLayerError` (a ValueError) naming the layer's po
 - ``Dropout(scaling="test")``: classic dropout multiplies by alpha = 1 - p at eval while
   torch.nn.Dropout is inverted; for inference, ``to_torch(nn.fold_dropout_scaling(model))``
   exports the model with alpha folded into the next Linear layer's weights.
-- ``BatchNorm1d(units=...)``: torch normalizes every feature.
+- ``BatchNorm1d(units=...)``, ``BatchNorm2d(channels=...)``: torch normalizes every feature.
+- ``Dropout2d(scaling="test")``: as ``Dropout(scaling="test")``.
 - RNN / LSTM with zoneout > 0: torch's recurrent layers have no zoneout.
 - DropConnect, Shakeout, Whiteout, GaussianNoise, ActivityL1: tricks torch has no layer for.
   Some of them reduce to a Linear or an Identity at eval, but an exported model would then
@@ -39,10 +48,10 @@ Refused with :class:`UnsupportedLayerError` (a ValueError) naming the layer's po
 
 ``from_torch`` is the reverse for the same set of torch modules (exact classes: a subclass may
 compute something else), refusing RNN / LSTM with ``batch_first=False``, ``bidirectional``,
-``dropout`` between layers or ``proj_size`` and BatchNorm1d without running statistics, which
-tricklab's layers do not have. Both directions copy the weights (the two models share no
-memory) and keep every module's train/eval mode. torch is imported only when a function runs,
-so tricklab works without it.
+``dropout`` between layers or ``proj_size``, BatchNorm1d/2d without running statistics and
+pooling with settings other than those above, which tricklab's layers do not have. Both
+directions copy the weights (the two models share no memory) and keep every module's train/eval
+mode. torch is imported only when a function runs, so tricklab works without it.
 """
 
 from __future__ import annotations
@@ -158,16 +167,18 @@ def _conv_to_torch(torch, m: nn.Conv2d, path):
 
 
 def _dropout_to_torch(torch, m: nn.Dropout, path):
+    name = type(m).__name__
     if m.scaling != "inverted":
-        _refuse(path, m, f"scaling={m.scaling!r} multiplies by 1 - p at eval, torch.nn.Dropout is inverted; "
+        _refuse(path, m, f"scaling={m.scaling!r} multiplies by 1 - p at eval, torch.nn.{name} is inverted; "
                          "export nn.fold_dropout_scaling(model) for inference")
-    return torch.nn.Dropout(m.p)
+    return getattr(torch.nn, name)(m.p)
 
 
-def _batchnorm_to_torch(torch, m: nn.BatchNorm1d, path):
-    if m.units is not None:
-        _refuse(path, m, "units= normalizes selected features only, torch.nn.BatchNorm1d normalizes all")
-    return torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine)
+def _batchnorm_to_torch(torch, m, path):
+    name = type(m).__name__
+    if m._selected is not None:
+        _refuse(path, m, f"{m._selection}= normalizes selected {m._feature}s only, torch.nn.{name} normalizes all")
+    return getattr(torch.nn, name)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine)
 
 
 def _recurrent_to_torch(torch, m, path):
@@ -196,7 +207,12 @@ _TO_TORCH = {
     nn.Identity: lambda torch, m, path: torch.nn.Identity(),
     nn.Flatten: lambda torch, m, path: torch.nn.Flatten(m.start_dim, m.end_dim),
     nn.Dropout: _dropout_to_torch,
+    nn.Dropout2d: _dropout_to_torch,
     nn.BatchNorm1d: _batchnorm_to_torch,
+    nn.BatchNorm2d: _batchnorm_to_torch,
+    nn.MaxPool2d: lambda torch, m, path: torch.nn.MaxPool2d(m.kernel_size, m.stride, m.padding),
+    nn.AvgPool2d: lambda torch, m, path: torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding),
+    nn.AdaptiveAvgPool2d: lambda torch, m, path: torch.nn.AdaptiveAvgPool2d(m.output_size),
     nn.RNN: _recurrent_to_torch,
     nn.LSTM: _recurrent_to_torch,
     nn.SequenceEncoder: _sequence_encoder_to_torch,
@@ -283,7 +299,20 @@ def _conv_from_torch(t, path, dtype, rng):
 def _batchnorm_from_torch(t, path, dtype, rng):
     if not t.track_running_stats:
         _unsupported(path, t, "track_running_stats=False")
-    return nn.BatchNorm1d(t.num_features, eps=t.eps, momentum=t.momentum, affine=t.affine, dtype=dtype)
+    return getattr(nn, type(t).__name__)(t.num_features, eps=t.eps, momentum=t.momentum, affine=t.affine, dtype=dtype)
+
+
+# the settings of torch's pooling that tricklab's layers have only at these values
+_POOL_FIXED = {"MaxPool2d": {"dilation": 1, "ceil_mode": False, "return_indices": False},
+               "AvgPool2d": {"ceil_mode": False, "count_include_pad": True, "divisor_override": None}}
+
+
+def _pool_from_torch(t, path, dtype, rng):
+    name = type(t).__name__
+    for setting, value in _POOL_FIXED[name].items():
+        if getattr(t, setting) not in (value, (value, value)):
+            _unsupported(path, t, f"{setting}={getattr(t, setting)!r}")
+    return getattr(nn, name)(t.kernel_size, t.stride, t.padding, dtype=dtype)
 
 
 def _sequence_encoder_from_torch(t, path, dtype, rng):
@@ -307,6 +336,11 @@ def _from_torch_builders(torch) -> dict:
         tn.Flatten: lambda t, path, dtype, rng: nn.Flatten(t.start_dim, t.end_dim, dtype=dtype),
         tn.Dropout: lambda t, path, dtype, rng: nn.Dropout(t.p, rng=_child(rng), dtype=dtype),
         tn.BatchNorm1d: _batchnorm_from_torch,
+        tn.BatchNorm2d: _batchnorm_from_torch,
+        tn.Dropout2d: lambda t, path, dtype, rng: nn.Dropout2d(t.p, rng=_child(rng), dtype=dtype),
+        tn.MaxPool2d: _pool_from_torch,
+        tn.AvgPool2d: _pool_from_torch,
+        tn.AdaptiveAvgPool2d: lambda t, path, dtype, rng: nn.AdaptiveAvgPool2d(t.output_size, dtype=dtype),
         tn.RNN: _recurrent_from_torch,
         tn.LSTM: _recurrent_from_torch,
         _sequence_encoder_class(): _sequence_encoder_from_torch,

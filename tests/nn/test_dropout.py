@@ -100,3 +100,72 @@ def test_numpy_scalar_probability_is_accepted():
     assert nn.Dropout(np.float32(0.25)).p == 0.25
     with pytest.raises(ValueError, match="p \\(drop probability\\)"):
         nn.Dropout(True)
+
+
+# ----------------------------------------------------------------------------- Dropout2d
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.7])
+@pytest.mark.parametrize("scaling", ["inverted", "test"])
+def test_dropout2d_drops_whole_channels_at_the_right_rate(p, scaling):
+    drop = nn.Dropout2d(p, scaling=scaling, rng=1)
+    x = np.ones((100, 60, 3, 4), dtype=np.float32)
+    y = drop(x)
+    kept_value = np.float32(1 / (1 - p)) if scaling == "inverted" else 1.0
+    per_channel = y.reshape(100, 60, 12)
+    dropped = (per_channel == 0).all(axis=2)
+    kept = (per_channel == kept_value).all(axis=2)
+    assert (dropped | kept).all()  # every feature map is dropped or kept whole
+    assert abs(int(dropped.sum()) - p * 6000) < _binomial_bound(6000, p)
+
+
+def test_dropout2d_masks_are_independent_per_example_and_channel():
+    drop = nn.Dropout2d(0.5, rng=7)
+    kept = drop(np.ones((400, 250, 2, 2), dtype=np.float32))[:, :, 0, 0] != 0
+    # each channel's kept count over 400 examples ~ Binomial(400, 0.5): no over-dispersion ...
+    chi2 = ((kept.sum(axis=0) - 200) ** 2 / 100).sum()
+    assert stats.chi2.sf(chi2, df=250) > 1e-4
+    # ... and neighbouring channels agree about half the time, as independent coins do
+    agree = int((kept[:, 1:] == kept[:, :-1]).sum())
+    assert abs(agree - 0.5 * kept[:, 1:].size) < _binomial_bound(kept[:, 1:].size, 0.5)
+
+
+@pytest.mark.parametrize("scaling", ["inverted", "test"])
+def test_dropout2d_gradient_follows_the_channel_mask(scaling):
+    drop = nn.Dropout2d(0.5, scaling=scaling, rng=4, dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((6, 20, 3, 3)) + 10  # never exactly zero
+    y = drop(x)
+    g = drop.backward(np.ones_like(x))
+    assert g.shape == x.shape
+    np.testing.assert_array_equal(g == 0, y == 0)
+    np.testing.assert_allclose(g[y != 0], 2.0 if scaling == "inverted" else 1.0)
+    np.testing.assert_allclose(y[y != 0], x[y != 0] * (2.0 if scaling == "inverted" else 1.0))
+
+
+def test_dropout2d_eval_is_dropouts():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    np.testing.assert_array_equal(nn.Dropout2d(0.3, rng=0, dtype=np.float64).eval()(x), x)
+    np.testing.assert_allclose(nn.Dropout2d(0.3, scaling="test", rng=0, dtype=np.float64).eval()(x), 0.7 * x)
+
+
+def test_dropout2d_gradcheck_reuses_the_mask(rng):
+    assert gradcheck(nn.Dropout2d(0.4, rng=5), rng.standard_normal((3, 4, 2, 3))).ok
+    assert gradcheck(nn.Dropout2d(0.4, scaling="test", rng=5), rng.standard_normal((3, 4, 2, 3))).ok
+
+
+def test_dropout2d_takes_images_only():
+    drop = nn.Dropout2d(0.5)
+    for mode in (True, False):
+        with pytest.raises(ValueError, match=r"^Dropout2d got input of shape \(8, 5\); expected \(N, C, H, W\)$"):
+            drop.train(mode)(np.ones((8, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"^Dropout2d expects examples of shape \(C, H, W\), got \(5,\)$"):
+        drop.output_shape((5,))
+    assert drop.output_shape((3, 4, 4)) == (3, 4, 4)
+    with pytest.raises(ValueError, match=r"^Dropout2d: p \(drop probability\) must be in \[0, 1\)"):
+        nn.Dropout2d(1.0)
+    with pytest.raises(ValueError, match="^Dropout2d: scaling must be one of"):
+        nn.Dropout2d(0.5, scaling="classic")
+
+
+def test_fold_removes_inverted_dropout2d():
+    net = nn.Sequential(nn.Dropout2d(0.5), nn.Flatten(), nn.Linear(12, 2, rng=0))
+    folded = nn.fold_dropout_scaling(net)
+    assert [type(m).__name__ for m in folded] == ["Flatten", "Linear"]

@@ -28,6 +28,11 @@ ENTRIES = {
 # layers taking (C, H, W) examples, built in front of Flatten and Linear
 IMAGE_ENTRIES = {
     "Conv2d": 'type = "Conv2d"\nout_channels = 4\nkernel_size = [3, 2]\npadding = "same"',
+    "BatchNorm2d": 'type = "BatchNorm2d"\nmomentum = 0.2\nchannels = [1]',
+    "MaxPool2d": 'type = "MaxPool2d"\nkernel_size = [3, 2]\nstride = 1\npadding = [1, 0]',
+    "AvgPool2d": 'type = "AvgPool2d"\nkernel_size = 2',
+    "AdaptiveAvgPool2d": 'type = "AdaptiveAvgPool2d"\noutput_size = [2, 3]',
+    "Dropout2d": 'type = "Dropout2d"\np = 0.25\nscaling = "test"',
 }
 
 
@@ -52,6 +57,40 @@ def test_every_image_layer_builds_from_a_toml_entry_and_knows_its_output_shape(n
             shape = layer.output_shape(shape)
             assert x.shape[1:] == shape, layer
     assert model.output_shape((2, 6, 5)) == (3,)
+
+
+def test_a_small_cnn_head_builds_with_sizes_inferred():
+    specs = [{"type": "BatchNorm2d"}, {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Dropout2d", "p": 0.2},
+             {"type": "AdaptiveAvgPool2d", "output_size": 1}, {"type": "Flatten"}, {"type": "Linear"}]
+    model = build_layers(specs, (3, 8, 8), 5, np.random.SeedSequence(0))
+    assert [type(m).__name__ for m in model] == ["BatchNorm2d", "MaxPool2d", "Dropout2d", "AdaptiveAvgPool2d",
+                                                 "Flatten", "Linear"]
+    assert model[0].num_features == 3 and model[2].p == 0.2 and isinstance(model[2].rng, np.random.Generator)
+    assert (model[5].in_features, model[5].out_features) == (3, 5)
+    assert model.output_shape((3, 8, 8)) == (5,)
+    assert model(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)).shape == (4, 5)
+
+
+@pytest.mark.parametrize("entries, needle", [
+    ([{"type": "Flatten"}, {"type": "BatchNorm2d"}, {"type": "Linear"}],
+     "model.layers.1 (BatchNorm2d): BatchNorm2d(192) expects examples of shape (192, H, W), got (192,)"),
+    ([{"type": "BatchNorm2d", "num_features": 4}, {"type": "Flatten"}, {"type": "Linear"}],
+     "model.layers.0 (BatchNorm2d): num_features = 4 disagrees with the input, which has 3 (shape (3, 8, 8))"),
+    ([{"type": "Flatten"}, {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Linear"}],
+     "model.layers.1 (MaxPool2d): MaxPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)) expects examples of "
+     "shape (C, H, W), got (192,)"),
+    ([{"type": "MaxPool2d", "kernel_size": 9}, {"type": "Flatten"}, {"type": "Linear"}],
+     "model.layers.0 (MaxPool2d): MaxPool2d(kernel_size=(9, 9), stride=(9, 9), padding=(0, 0)): images of 8x8 "
+     "pixels are smaller than the (padded) kernel"),
+    ([{"type": "AvgPool2d", "kernel_size": 2, "padding": 2}, {"type": "Flatten"}, {"type": "Linear"}],
+     "model.layers.0 (AvgPool2d): AvgPool2d: padding (2, 2) must be at most half of kernel_size (2, 2)"),
+    ([{"type": "AdaptiveAvgPool2d"}, {"type": "Flatten"}, {"type": "Linear"}],
+     "model.layers.0 (AdaptiveAvgPool2d): missing required argument 'output_size'"),
+])
+def test_image_layer_errors_name_the_index_and_the_class(entries, needle):
+    with pytest.raises(LayerSpecError) as info:
+        build_layers(entries, (3, 8, 8), 5, np.random.SeedSequence(0))
+    assert needle in str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))

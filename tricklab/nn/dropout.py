@@ -79,10 +79,11 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, scaling: str = "inverted", rng: RngLike = None, dtype=None):
         super().__init__(dtype=dtype)
+        name = type(self).__name__
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p (drop probability) must be in [0, 1), got {p!r}")
+            raise ValueError(f"{name}: p (drop probability) must be in [0, 1), got {p!r}")
         if scaling not in SCALINGS:
-            raise ValueError(f"Dropout: scaling must be one of {SCALINGS}, got {scaling!r}")
+            raise ValueError(f"{name}: scaling must be one of {SCALINGS}, got {scaling!r}")
         self.p, self.scaling, self.rng = float(p), scaling, as_generator(rng)
         self._scale = None
 
@@ -93,22 +94,61 @@ class Dropout(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
+        shape = self._mask_shape(x.shape)
         alpha = self.dtype.type(self.keep)
         if not self.training:
             self._scale = alpha if self.scaling == "test" else self.dtype.type(1)
             return x * self._scale if self.scaling == "test" else x
         # m ~ Bernoulli(alpha) from raw random bits; the mask stored is m / alpha (inverted) or m
-        threshold, chunks = random_chunks(self.rng, x.size, self.keep)
+        threshold, chunks = random_chunks(self.rng, int(np.prod(shape)), self.keep)
         scale = self.dtype.type(1) / alpha if self.scaling == "inverted" else self.dtype.type(1)
-        mask = self._scratch("_mask", x.shape)
+        mask = self._scratch("_mask", shape)
         self._scale = mask
-        return K.dropout(x, chunks, threshold, scale, mask)
+        if shape == x.shape:
+            return K.dropout(x, chunks, threshold, scale, mask)  # mask and product in one pass
+        K.bernoulli_(chunks, threshold, scale, mask)
+        return x * mask
+
+    def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one mask draw, broadcast over the input: one entry per element."""
+        return shape
 
     def backward(self, grad_output):
         return np.asarray(grad_output, dtype=self.dtype) * self._saved("_scale")
 
     def extra_repr(self) -> str:
         return f"p={self.p}, scaling={self.scaling!r}"
+
+
+class Dropout2d(Dropout):
+    """Spatial dropout (Tompson et al. 2015): whole channels of (N, C, H, W) images turned off, as
+    ``torch.nn.Dropout2d``.
+
+    Neighbouring pixels of a feature map are strongly correlated, so dropping pixels one by one
+    hardly regularizes a convolutional network; spatial dropout drops feature maps instead. One
+    Bernoulli(alpha) draw m[n, c] per example and channel (alpha = 1 - p), shared by all H x W
+    pixels, with :class:`Dropout`'s two scalings::
+
+        scaling="inverted"  train: y[n, c] = m[n, c] x[n, c] / alpha      eval: y = x
+        scaling="test"      train: y[n, c] = m[n, c] x[n, c]              eval: y = alpha x
+
+    Backward: dLoss/dx[n, c] = m[n, c] dLoss/dy[n, c] (/ alpha when inverted). Only 4-D input is
+    taken (torch also takes unbatched (C, H, W) input, with a warning about its ambiguity).
+
+    Reference: Tompson, J., Goroshin, R., Jain, A., LeCun, Y. and Bregler, C. "Efficient Object
+    Localization Using Convolutional Networks." CVPR 2015.
+    """
+
+    def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, C, 1, 1): one draw per example and channel, shared by its pixels."""
+        if len(shape) != 4:
+            raise ValueError(f"Dropout2d got input of shape {shape}; expected (N, C, H, W)")
+        return (shape[0], shape[1], 1, 1)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"Dropout2d expects examples of shape (C, H, W), got {tuple(input_shape)}")
+        return tuple(input_shape)
 
 
 def fold_dropout_scaling(model: Sequential) -> Sequential:

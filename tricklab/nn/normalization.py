@@ -16,7 +16,145 @@ from .module import Module
 from .parameter import Parameter
 
 
-class BatchNorm1d(Module):
+class _BatchNorm(Module):
+    """What BatchNorm1d and BatchNorm2d share: the statistics, normalization and closed-form backward
+    of a (rows, features) matrix, each feature normalized over the rows (the math of BatchNorm1d's
+    docstring, with B the number of rows). A subclass says how its input becomes that matrix
+    (``_as_rows`` / ``_from_rows``), which shapes it takes, and names its features (``_feature``) and
+    the argument selecting some of them (``_selection``)."""
+
+    _feature = "feature"
+    _selection = "units"
+
+    def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool, selected, dtype):
+        super().__init__(dtype=dtype)
+        name = type(self).__name__
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features <= 0:
+            raise ValueError(f"{name}: num_features must be a positive integer, got {num_features!r}")
+        if eps <= 0:
+            raise ValueError(f"{name}: eps must be positive, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features, self.eps, self.momentum, self.affine = int(num_features), float(eps), momentum, affine
+        setattr(self, self._selection, None if selected is None else self._check_selected(selected))
+        n = self.num_features if self._selected is None else len(self._selected)
+        if affine:
+            self.weight = Parameter(np.ones(n, dtype=self.dtype))
+            self.bias = Parameter(np.zeros(n, dtype=self.dtype))
+        self.register_buffer("running_mean", np.zeros(n, dtype=self.dtype))
+        self.register_buffer("running_var", np.ones(n, dtype=self.dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self._collector = None
+
+    @property
+    def _selected(self) -> np.ndarray | None:
+        """The indices of the normalized features (``units`` or ``channels``), None for all."""
+        return getattr(self, self._selection)
+
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0, in place (as torch)."""
+        self.running_mean[...] = 0
+        self.running_var[...] = 1
+        self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        """The running statistics reset, and gamma = 1, beta = 0 (as torch)."""
+        self.reset_running_stats()
+        if self.affine:
+            self.weight.data[...] = 1
+            self.bias.data[...] = 0
+
+    def _check_selected(self, selected) -> np.ndarray:
+        idx = np.unique(np.asarray(selected, dtype=np.int64).ravel())
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_features:
+            raise ValueError(f"{type(self).__name__}: {self._selection} must be a non-empty subset of "
+                             f"range({self.num_features}), got {selected!r}")
+        return idx
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x):
+        x = self._cast_input(x)
+        self._check_input(x)
+        part = x if self._selected is None else x[:, self._selected]
+        z = self._as_rows(part)
+        use_batch = self.training or self._collector is not None
+        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
+        if use_batch:
+            if z.shape[0] < 2:
+                raise ValueError(f"{type(self).__name__} expected more than 1 value per {self._feature} when "
+                                 f"training, got input of shape {x.shape}")
+            # mu, var (biased), inv_std = 1/sqrt(var + eps), u = (z - mu) inv_std, out = gamma u + beta
+            out, mu, var, inv_std = K.batchnorm_train(z, gamma, beta, self.eps)
+            self._check_finite(mu, x.shape)
+            if self._collector is not None:
+                self._collector.append((mu, var, z.shape[0]))
+            elif self.training:
+                self._update_running(mu, var, z.shape[0])
+        else:
+            mu = self.running_mean.copy()  # kept for backward: running statistics may change
+            inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
+            out = K.batchnorm_eval(z, mu, inv_std, gamma, beta)
+        # backward recomputes u = (z - mu) inv_std from the input rather than storing it
+        self._z, self._mu, self._inv_std, self._batch_stats = z, mu, inv_std, use_batch
+        self._input_shape = x.shape
+        out = self._from_rows(out, part.shape)
+        if self._selected is None:
+            return out
+        y = x.copy()
+        y[:, self._selected] = out
+        return y
+
+    def _as_rows(self, z: np.ndarray) -> np.ndarray:
+        """The input (its selected features) as a (rows, features) matrix."""
+        return z
+
+    def _from_rows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A (rows, features) matrix back in the input's layout ``shape``."""
+        return rows
+
+    def _check_finite(self, mu: np.ndarray, shape: tuple[int, ...]) -> None:
+        """A NaN or inf anywhere in a feature's column makes its batch mean NaN or inf: no extra pass."""
+        if not np.isfinite(mu).all():
+            features = np.flatnonzero(~np.isfinite(mu))
+            if self._selected is not None:
+                features = self._selected[features]
+            listed = ", ".join(map(str, features[:5].tolist())) + (", ..." if len(features) > 5 else "")
+            which = (f"{self._feature} [{listed}]" if len(features) == 1
+                     else f"{len(features)} {self._feature}s [{listed}]")
+            raise FloatingPointError(f"{type(self).__name__}({self.num_features}) got NaN or inf in {which} of its "
+                                     f"training input of shape {shape}")
+
+    def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
+        self.num_batches_tracked += 1
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # r <- (1 - factor) r + factor s, with var_B * B / (B - 1) for running_var
+        K.batchnorm_running_(self.running_mean, self.running_var, mu, var, factor, batch)
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, grad_output):
+        z, mu, inv_std = self._saved("_z"), self._mu, self._inv_std
+        gy = np.asarray(grad_output, dtype=self.dtype)
+        if gy.shape != self._input_shape:
+            raise ValueError(f"{type(self).__name__}.backward got a gradient of shape {gy.shape}; expected the "
+                             f"output's shape {self._input_shape}")
+        part = gy if self._selected is None else gy[:, self._selected]
+        gamma, dgamma, dbeta = (self.weight.data, self.weight.grad, self.bias.grad) if self.affine else (None, None, None)
+        # dgamma += sum_i g_i u_i, dbeta += sum_i g_i; with batch statistics
+        # dz = gamma inv_std (g - mean_i g_i - u mean_i g_i u_i), with population ones dz = gamma inv_std g
+        gz = K.batchnorm_backward(self._as_rows(part), z, mu, inv_std, gamma, self._batch_stats, dgamma, dbeta)
+        gz = self._from_rows(gz, part.shape)
+        if self._selected is None:
+            return gz
+        grad_input = gy.copy()
+        grad_input[:, self._selected] = gz
+        return grad_input
+
+    def extra_repr(self) -> str:
+        selected = "" if self._selected is None else f", {self._selection}={len(self._selected)} selected"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{selected}"
+
+
+class BatchNorm1d(_BatchNorm):
     """Batch normalization over the batch axis of (batch, num_features) inputs.
 
     Training, per unit, over a minibatch z_1..z_B::
@@ -50,109 +188,11 @@ class BatchNorm1d(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, units=None, dtype=None):
-        super().__init__(dtype=dtype)
-        if not isinstance(num_features, (int, np.integer)) or num_features <= 0:
-            raise ValueError(f"BatchNorm1d: num_features must be a positive integer, got {num_features!r}")
-        if eps <= 0:
-            raise ValueError(f"BatchNorm1d: eps must be positive, got {eps}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm1d: momentum must be in [0, 1] or None, got {momentum}")
-        self.num_features, self.eps, self.momentum, self.affine = int(num_features), float(eps), momentum, affine
-        self.units = None if units is None else self._check_units(units)
-        n = self.num_features if self.units is None else len(self.units)
-        if affine:
-            self.weight = Parameter(np.ones(n, dtype=self.dtype))
-            self.bias = Parameter(np.zeros(n, dtype=self.dtype))
-        self.register_buffer("running_mean", np.zeros(n, dtype=self.dtype))
-        self.register_buffer("running_var", np.ones(n, dtype=self.dtype))
-        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
-        self._collector = None
+        super().__init__(num_features, eps, momentum, affine, units, dtype)
 
-    def reset_running_stats(self) -> None:
-        """running_mean = 0, running_var = 1, num_batches_tracked = 0, in place (as torch)."""
-        self.running_mean[...] = 0
-        self.running_var[...] = 1
-        self.num_batches_tracked[...] = 0
-
-    def reset_parameters(self) -> None:
-        """The running statistics reset, and gamma = 1, beta = 0 (as torch)."""
-        self.reset_running_stats()
-        if self.affine:
-            self.weight.data[...] = 1
-            self.bias.data[...] = 0
-
-    def _check_units(self, units) -> np.ndarray:
-        idx = np.unique(np.asarray(units, dtype=np.int64).ravel())
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_features:
-            raise ValueError(f"BatchNorm1d: units must be a non-empty subset of range({self.num_features}), got {units!r}")
-        return idx
-
-    # ---------------------------------------------------------------- forward
-    def forward(self, x):
-        x = self._cast_input(x)
+    def _check_input(self, x: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm1d({self.num_features}) got input of shape {x.shape}; expected (batch, {self.num_features})")
-        z = x if self.units is None else x[:, self.units]
-        use_batch = self.training or self._collector is not None
-        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
-        if use_batch:
-            if z.shape[0] < 2:
-                raise ValueError(
-                    f"BatchNorm1d expected more than 1 value per feature when training, got input of shape {x.shape}"
-                )
-            # mu, var (biased), inv_std = 1/sqrt(var + eps), u = (z - mu) inv_std, out = gamma u + beta
-            out, mu, var, inv_std = K.batchnorm_train(z, gamma, beta, self.eps)
-            self._check_finite(mu, x.shape)
-            if self._collector is not None:
-                self._collector.append((mu, var, z.shape[0]))
-            elif self.training:
-                self._update_running(mu, var, z.shape[0])
-        else:
-            mu = self.running_mean.copy()  # kept for backward: running statistics may change
-            inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
-            out = K.batchnorm_eval(z, mu, inv_std, gamma, beta)
-        # backward recomputes u = (z - mu) inv_std from the input rather than storing it
-        self._z, self._mu, self._inv_std, self._batch_stats = z, mu, inv_std, use_batch
-        if self.units is None:
-            return out
-        y = x.copy()
-        y[:, self.units] = out
-        return y
-
-    def _check_finite(self, mu: np.ndarray, shape: tuple[int, ...]) -> None:
-        """A NaN or inf anywhere in a feature's column makes its batch mean NaN or inf: no extra pass."""
-        if not np.isfinite(mu).all():
-            features = np.flatnonzero(~np.isfinite(mu))
-            if self.units is not None:
-                features = self.units[features]
-            listed = ", ".join(map(str, features[:5].tolist())) + (", ..." if len(features) > 5 else "")
-            which = f"feature [{listed}]" if len(features) == 1 else f"{len(features)} features [{listed}]"
-            raise FloatingPointError(f"BatchNorm1d({self.num_features}) got NaN or inf in {which} of its "
-                                     f"training input of shape {shape}")
-
-    def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
-        self.num_batches_tracked += 1
-        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        # r <- (1 - factor) r + factor s, with var_B * B / (B - 1) for running_var
-        K.batchnorm_running_(self.running_mean, self.running_var, mu, var, factor, batch)
-
-    # ---------------------------------------------------------------- backward
-    def backward(self, grad_output):
-        z, mu, inv_std = self._saved("_z"), self._mu, self._inv_std
-        gy = np.asarray(grad_output, dtype=self.dtype)
-        if gy.shape != (z.shape[0], self.num_features):
-            raise ValueError(f"BatchNorm1d.backward got a gradient of shape {gy.shape}; expected the output's "
-                             f"shape {(z.shape[0], self.num_features)}")
-        gz_out = gy if self.units is None else gy[:, self.units]
-        gamma, dgamma, dbeta = (self.weight.data, self.weight.grad, self.bias.grad) if self.affine else (None, None, None)
-        # dgamma += sum_i g_i u_i, dbeta += sum_i g_i; with batch statistics
-        # dz = gamma inv_std (g - mean_i g_i - u mean_i g_i u_i), with population ones dz = gamma inv_std g
-        gz = K.batchnorm_backward(gz_out, z, mu, inv_std, gamma, self._batch_stats, dgamma, dbeta)
-        if self.units is None:
-            return gz
-        grad_input = gy.copy()
-        grad_input[:, self.units] = gz
-        return grad_input
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.num_features,):
@@ -160,16 +200,62 @@ class BatchNorm1d(Module):
                              f"got {tuple(input_shape)}")
         return tuple(input_shape)
 
-    def extra_repr(self) -> str:
-        units = "" if self.units is None else f", units={len(self.units)} selected"
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{units}"
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) images, per channel over the batch and the pixels
+    (Ioffe & Szegedy's convolutional form), as ``torch.nn.BatchNorm2d``.
+
+    It is :class:`BatchNorm1d` applied to the (N H W, C) matrix whose rows are the pixels
+    z[n, :, h, w] of every image: channel c has B = N H W values, and::
+
+        mu_c  = (1/B) sum_{n,h,w} z[n,c,h,w],    var_c = (1/B) sum_{n,h,w} (z[n,c,h,w] - mu_c)^2
+        u[n,c,h,w] = (z[n,c,h,w] - mu_c) / sqrt(var_c + eps),   y = gamma_c u + beta_c
+
+    with the same closed-form backward over those B values::
+
+        dLoss/dz[n,c,h,w] = (gamma_c / sqrt(var_c + eps)) (g - mean_{n,h,w} g - u mean_{n,h,w} g u)
+        dLoss/dgamma_c = sum_{n,h,w} g u,   dLoss/dbeta_c = sum_{n,h,w} g      (g = dLoss/dy)
+
+    The running statistics move as torch's, with the unbiased variance B/(B-1) var_c, B = N H W
+    (``momentum=None``: the cumulative average), and :func:`recompute_batchnorm_statistics` applies
+    the lecture's population rule with that B. ``channels``: an index set normalizes those channels
+    only (``weight``, ``bias`` and the statistics then have ``len(channels)`` entries); the others pass
+    through unchanged in both directions. A NaN or inf in a training batch raises
+    ``FloatingPointError`` naming the channel, before the running statistics see it.
+    """
+
+    _feature = "channel"
+    _selection = "channels"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, channels=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, channels, dtype)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d({self.num_features}) got input of shape {x.shape}; "
+                             f"expected (N, {self.num_features}, H, W)")
+
+    def _as_rows(self, z: np.ndarray) -> np.ndarray:
+        return z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])  # a copy: rows (n, h, w), one column per channel
+
+    def _from_rows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        n, c, h, w = shape
+        return np.ascontiguousarray(rows.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3 or input_shape[0] != self.num_features:
+            raise ValueError(f"BatchNorm2d({self.num_features}) expects examples of shape ({self.num_features}, H, W), "
+                             f"got {tuple(input_shape)}")
+        return tuple(input_shape)
 
 
 def recompute_batchnorm_statistics(model: Module, batches: Iterable) -> int:
     """Set every BatchNorm layer's inference statistics by the lecture's rule, final weights fixed.
 
-    Over the training minibatches b = 1..N, each of size B, run forward with the final network and
-    collect every unit's batch statistics; then::
+    Over the training minibatches b = 1..N, each giving a layer B values per unit (the batch size
+    for BatchNorm1d; batch size x H x W, every pixel of every image, for BatchNorm2d), run forward with the
+    final network and collect every unit's batch statistics; then::
 
         mu_BN  = (1/N) sum_b mu_B(b)
         var_BN = B/(B-1) (1/N) sum_b var_B(b)       (the B/(B-1) makes the estimate unbiased)
@@ -180,7 +266,7 @@ def recompute_batchnorm_statistics(model: Module, batches: Iterable) -> int:
     model's train/eval mode is restored afterwards. ``batches`` yields input arrays or
     (inputs, targets) pairs. Returns the number of batches used.
     """
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     modes = {id(m): m.training for m in model.modules()}
     for layer in layers:
         layer._collector = []
