@@ -134,6 +134,21 @@ def test_batchnorm_statistics_are_recomputed_after_training(rng):
     np.testing.assert_allclose(model[1].running_var, 50 / 49 * np.mean([b.var(0) for b in z], 0), rtol=1e-4)
 
 
+def test_batchnorm2d_statistics_are_recomputed_after_training(rng):
+    X = rng.standard_normal((120, 2, 4, 4)).astype(np.float32) * 3 + 1
+    y = (X.mean(axis=(1, 2, 3)) > 1).astype(np.int64)
+    model = nn.Sequential(nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 2, rng=0))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), progress=False,
+                      log=lambda m: None)
+    batches = DataLoader(X, y, 40, shuffle=False)
+    trainer.fit(DataLoader(X, y, 40, rng=0), None, epochs=1, bn_batches=batches)
+    B = 40 * 4 * 4  # values per channel in a batch
+    np.testing.assert_allclose(model[0].running_mean, np.mean([xb.mean((0, 2, 3)) for xb, _ in batches], 0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(model[0].running_var, B / (B - 1) * np.mean([xb.var((0, 2, 3)) for xb, _ in batches], 0),
+                               rtol=1e-4)
+
+
 U32 = 2.0**-24
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from .. import optim
 from ..nn.activity import activity_penalty
 from ..nn.module import Module
-from ..nn.normalization import BatchNorm1d, recompute_batchnorm_statistics
+from ..nn.normalization import _BatchNorm, recompute_batchnorm_statistics
 from .checkpoint import atomic_write_bytes, load_latest, save_checkpoint
 from .early_stopping import EarlyStopping, monitored_metric
 from .metrics import Accuracy
@@ -242,7 +242,7 @@ class Trainer:
         if es is not None and es.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             self.log(f"restored the weights of epoch {es.best_epoch} (best {es.quantity} {es.best_loss:.4f})")
-        has_bn = any(isinstance(m, BatchNorm1d) for m in self.model.modules())
+        has_bn = any(isinstance(m, _BatchNorm) for m in self.model.modules())
         if has_bn and self.bn_statistics == "recompute":
             state = {k: g.bit_generator.state for k, g in self.generators.items()}
             recompute_batchnorm_statistics(self.model, bn_batches)
