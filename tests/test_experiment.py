@@ -216,6 +216,29 @@ def test_parameter_count_estimate_equals_the_built_model(doc):
     assert count_parameters(cfg, n_in, N_CLASSES) == sum(p.data.size for p in model.parameters())
 
 
+CONV = {"type": "Conv2d", "out_channels": 6, "kernel_size": 3}
+
+
+@pytest.mark.parametrize("layers", [
+    [CONV, {"type": "BatchNorm2d"}, {"type": "ReLU"}, {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Flatten"},
+     {"type": "Linear"}],
+    [{**CONV, "padding": "same", "bias": False}, {"type": "Dropout2d", "p": 0.1},
+     {"type": "AvgPool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+     {"type": "Conv2d", "out_channels": 4, "kernel_size": [3, 2], "stride": 2, "dilation": 2, "padding": [1, 0]},
+     {"type": "Flatten"}, {"type": "Linear", "out_features": 7}, {"type": "ReLU"}, {"type": "Linear"}],
+    [{**CONV, "out_channels": 8}, {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "groups": 8,
+                                   "padding": "valid"}, {"type": "AdaptiveAvgPool2d", "output_size": 1},
+     {"type": "Flatten"}, {"type": "Linear"}],
+])
+def test_parameter_count_estimate_equals_the_built_convolutional_model(layers):
+    from tricklab.experiment import N_CLASSES, SAMPLE_SHAPES, build_model, count_parameters
+
+    cfg = config.resolve({"data": {"name": "mnist"}, "model": {"layers": layers}})
+    shape = SAMPLE_SHAPES["mnist"]
+    model = build_model(cfg, shape, N_CLASSES, np.random.SeedSequence(0))
+    assert count_parameters(cfg, shape, N_CLASSES) == sum(p.data.size for p in model.parameters())
+
+
 @pytest.mark.parametrize("optimizer,copies", [({"name": "sgd"}, 2), ({"name": "sgd", "momentum": 0.9}, 3),
                                               ({"name": "rmsprop"}, 3), ({"name": "rmsprop", "momentum": 0.9}, 4),
                                               ({"name": "adam"}, 4), ({"name": "adamw"}, 4)])
