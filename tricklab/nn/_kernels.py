@@ -515,6 +515,202 @@ def _numba_cross_entropy(z, d):
     return float(_cross_entropy_k(np.ascontiguousarray(z), np.ascontiguousarray(d), logp)), logp
 
 
+# =============================================================================== recurrent cells
+# One time step of recurrent.LSTM / recurrent.RNN around their matrix products, whose equations
+# the layers' docstrings state; d is a step's zoneout (the 0/1 mask in training, z everywhere at
+# eval) or None. The tanh of the LSTM stays NumPy's (SIMD; a compiled scalar tanh is about 80x
+# slower): the layer passes t = tanh([a_i/2, a_f/2, a_g, a_o/2]) and tanh(c~) in, and these loops
+# do the rest of a step in one pass each. The numpy backend has none of them (None): the layers
+# then run their plain per-step NumPy loops, the reference these kernels are tested against.
+_IMPLS["numpy"]["lstm_cell_"] = None
+_IMPLS["numpy"]["lstm_hidden_"] = None
+_IMPLS["numpy"]["lstm_backward_"] = None
+_IMPLS["numpy"]["zone_"] = None
+_IMPLS["numpy"]["rnn_backward_"] = None
+
+
+# The loops run row by row, one short loop per quantity with the zoneout branch outside it: few
+# arrays per loop, which LLVM vectorizes (one loop over all of a row's work does not vectorize).
+def _lstm_cell_loop(a, c_prev, d, zoned, c, c_tilde, half, one):
+    # a holds t = tanh([a_i/2, a_f/2, a_g, a_o/2]); becomes [i, f, g, o], sigmoid(a) = (1 + tanh(a/2)) / 2
+    B, H = c.shape
+    for b in range(B):
+        ai, af, ag, ao = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
+        cp, ct, cb, db = c_prev[b], c_tilde[b], c[b], d[b]
+        for j in range(H):
+            i = half * (one + ai[j])
+            f = half * (one + af[j])
+            ai[j] = i
+            af[j] = f
+            ao[j] = half * (one + ao[j])
+            ct[j] = f * cp[j] + i * ag[j]  # c~ = f c_{t-1} + i g
+        if zoned:
+            for j in range(H):
+                cb[j] = db[j] * cp[j] + (one - db[j]) * ct[j]
+        else:
+            for j in range(H):
+                cb[j] = ct[j]
+
+
+def _lstm_hidden_loop(a, tanh_c, h_prev, d, zoned, h, one):
+    B, H = h.shape
+    for b in range(B):
+        ao, tc, hp, db, hb = a[b, 3 * H:], tanh_c[b], h_prev[b], d[b], h[b]
+        if zoned:
+            for j in range(H):
+                hb[j] = db[j] * hp[j] + (one - db[j]) * (ao[j] * tc[j])
+        else:
+            for j in range(H):
+                hb[j] = ao[j] * tc[j]  # h~ = o tanh(c~)
+
+
+def _lstm_backward_loop(gh, gc, a, tanh_c, c_prev, dh, zoned_h, dc, zoned_c, g_next, has_next, ga, gh_prev,
+                        zero, one):
+    # g^h~ = (1 - d^h) g^h,  g^c~ = (1 - d^c) g^c + g^h~ o (1 - tanh(c~)^2),  the four da's,
+    # g^c <- g^c~ f + d^c g^c (dLoss/dc_{t-1}),  gh_prev <- d^h g^h + g_next (the caller adds da W_hh)
+    B, H = gh.shape
+    g_h, g_c = np.empty(H, gh.dtype), np.empty(H, gh.dtype)
+    for b in range(B):
+        i, f, g, o = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
+        tc, ghb, gcb, dhb, dcb = tanh_c[b], gh[b], gc[b], dh[b], dc[b]
+        if zoned_h:
+            for j in range(H):
+                g_h[j] = (one - dhb[j]) * ghb[j]
+        else:
+            for j in range(H):
+                g_h[j] = ghb[j]
+        if zoned_c:
+            for j in range(H):
+                g_c[j] = (one - dcb[j]) * gcb[j]
+        else:
+            for j in range(H):
+                g_c[j] = gcb[j]
+        for j in range(H):
+            g_c[j] = g_c[j] + g_h[j] * o[j] * (one - tc[j] * tc[j])
+        da_i, da_f, da_g, da_o, cp = ga[b, :H], ga[b, H:2 * H], ga[b, 2 * H:3 * H], ga[b, 3 * H:], c_prev[b]
+        for j in range(H):
+            da_i[j] = g_c[j] * g[j] * i[j] * (one - i[j])
+            da_g[j] = g_c[j] * i[j] * (one - g[j] * g[j])
+        for j in range(H):
+            da_f[j] = g_c[j] * cp[j] * f[j] * (one - f[j])
+            da_o[j] = g_h[j] * tc[j] * o[j] * (one - o[j])
+        if zoned_c:
+            for j in range(H):
+                gcb[j] = g_c[j] * f[j] + dcb[j] * gcb[j]
+        else:
+            for j in range(H):
+                gcb[j] = g_c[j] * f[j]
+        ghp, gn = gh_prev[b], g_next[b]
+        if zoned_h and has_next:
+            for j in range(H):
+                ghp[j] = dhb[j] * ghb[j] + gn[j]
+        elif zoned_h:
+            for j in range(H):
+                ghp[j] = dhb[j] * ghb[j]
+        elif has_next:
+            for j in range(H):
+                ghp[j] = gn[j]
+        else:
+            for j in range(H):
+                ghp[j] = zero
+
+
+def _zone_loop(new, prev, d, out, one):
+    B, H = out.shape
+    for b in range(B):
+        nb, pb, db, ob = new[b], prev[b], d[b], out[b]
+        for j in range(H):
+            ob[j] = db[j] * pb[j] + (one - db[j]) * nb[j]
+
+
+def _rnn_backward_loop(gh, h_tilde, d, zoned, relu, g_next, has_next, ga, gh_prev, zero, one):
+    # g~ = (1 - d) g^h,  da = g~ (1 - h~^2) (tanh) or g~ 1[h~ > 0] (relu),  gh_prev <- d g^h + g_next
+    B, H = gh.shape
+    g_t = np.empty(H, gh.dtype)
+    for b in range(B):
+        ghb, db, y, gab = gh[b], d[b], h_tilde[b], ga[b]
+        if zoned:
+            for j in range(H):
+                g_t[j] = (one - db[j]) * ghb[j]
+        else:
+            for j in range(H):
+                g_t[j] = ghb[j]
+        if relu:
+            for j in range(H):
+                gab[j] = g_t[j] * (one if y[j] > zero else zero)
+        else:
+            for j in range(H):
+                gab[j] = g_t[j] * (one - y[j] * y[j])
+        ghp, gn = gh_prev[b], g_next[b]
+        if zoned and has_next:
+            for j in range(H):
+                ghp[j] = db[j] * ghb[j] + gn[j]
+        elif zoned:
+            for j in range(H):
+                ghp[j] = db[j] * ghb[j]
+        elif has_next:
+            for j in range(H):
+                ghp[j] = gn[j]
+        else:
+            for j in range(H):
+                ghp[j] = zero
+
+
+_lstm_cell_k = _Compiled(_lstm_cell_loop, "_lstm_cell_k")
+_lstm_hidden_k = _Compiled(_lstm_hidden_loop, "_lstm_hidden_k")
+_lstm_backward_k = _Compiled(_lstm_backward_loop, "_lstm_backward_k")
+_zone_k, _rnn_backward_k = _Compiled(_zone_loop, "_zone_k"), _Compiled(_rnn_backward_loop, "_rnn_backward_k")
+
+
+def _check_step(gates, states, *arrays):
+    """The loops index by the states' (B, H): refuse other shapes instead of reading past an array."""
+    B, H = states.shape
+    if gates is not None and gates.shape != (B, 4 * H) or any(x is not None and x.shape != (B, H) for x in arrays):
+        shapes = [x.shape for x in (gates, *arrays) if x is not None]
+        raise ValueError(f"recurrent step kernel: shapes {shapes} do not fit states of shape {(B, H)}")
+
+
+@_register("numba")
+def _numba_lstm_cell_(a, c_prev, d, c, c_tilde):
+    """a: t = tanh([a_i/2, a_f/2, a_g, a_o/2]) in, [i, f, g, o] out; c <- zoned c~; c_tilde <- c~."""
+    _check_step(a, c, c_prev, d, c_tilde)
+    t = a.dtype.type
+    _lstm_cell_k(a, c_prev, c_prev if d is None else d, d is not None, c, c_tilde, t(0.5), t(1))
+
+
+@_register("numba")
+def _numba_lstm_hidden_(a, tanh_c, h_prev, d, h):
+    """h <- zoned h~ = o tanh(c~), with a = [i, f, g, o]."""
+    _check_step(a, h, tanh_c, h_prev, d)
+    _lstm_hidden_k(a, tanh_c, h_prev, h_prev if d is None else d, d is not None, h, a.dtype.type(1))
+
+
+@_register("numba")
+def _numba_lstm_backward_(gh, gc, a, tanh_c, c_prev, dh, dc, g_next, ga, gh_prev):
+    """ga <- dLoss/da_t; gc <- dLoss/dc_{t-1} in place; gh_prev <- d^h gh + g_next (g_next may be None)."""
+    _check_step(a, gh, gc, tanh_c, c_prev, dh, dc, g_next, gh_prev)
+    _check_step(ga, gh)
+    _lstm_backward_k(gh, gc, a, tanh_c, c_prev, gh if dh is None else dh, dh is not None, gc if dc is None else dc,
+                     dc is not None, gh if g_next is None else g_next, g_next is not None, ga, gh_prev,
+                     gh.dtype.type(0), gh.dtype.type(1))
+
+
+@_register("numba")
+def _numba_zone_(new, prev, d, out):
+    """out <- d prev + (1 - d) new."""
+    _check_step(None, out, new, prev, d)
+    _zone_k(new, prev, d, out, out.dtype.type(1))
+
+
+@_register("numba")
+def _numba_rnn_backward_(gh, h_tilde, d, relu, g_next, ga, gh_prev):
+    """ga <- dLoss/da_t; gh_prev <- d gh + g_next (g_next may be None)."""
+    _check_step(None, gh, h_tilde, d, g_next, ga, gh_prev)
+    t = gh.dtype.type
+    _rnn_backward_k(gh, h_tilde, gh if d is None else d, d is not None, bool(relu), gh if g_next is None else g_next,
+                    g_next is not None, ga, gh_prev, t(0), t(1))
+
+
 # =============================================================================== optimizers
 # One pass over a parameter for the whole chain of optim/transforms.py and w += u. NumPy runs
 # the chain itself (these are None), so only the numba backend registers them.

@@ -7,6 +7,16 @@ reverse, carrying dLoss/dh_t (and dLoss/dc_t) from step t to step t - 1. The inp
 x_t W_ih^T of all steps is one matrix product in the forward pass, and the weight gradients of
 all steps are one matrix product each in the backward pass; only the recurrence loops in Python.
 
+Each layer's pass over a sequence is written twice. ``_layer_forward`` / ``_layer_backward`` are
+the plain per-step NumPy loops, the reference that reads like the equations; they run with the
+``numpy`` kernels (``TRICKLAB_KERNELS=numpy``, ``_kernels.use("numpy")``). With the ``numba``
+kernels the ``_fused`` twins run instead: the same arithmetic, one BLAS call per step that adds
+h_{t-1} W_hh^T into the input projection (or dLoss/da_t W_hh into dLoss/dh_{t-1}), one compiled
+pass per step for the gates' elementwise work (``_kernels.lstm_cell_``, ``lstm_hidden_``,
+``lstm_backward_``, ``rnn_backward_``, ``zone_``) and work buffers kept across calls
+(``Module._scratch``); both keep the same cache, and tests/nn/test_recurrent_fast.py checks
+that they agree.
+
 Zoneout (Krueger et al. 2016) regularizes a state by letting each unit keep its previous value
 with probability z. In training, with a fresh mask d ~ Bernoulli(z) per example, unit and step::
 
@@ -35,6 +45,7 @@ import math
 import numpy as np
 
 from .._rng import RngLike, as_generator
+from . import _kernels as K
 from .module import Module
 from .parameter import Parameter
 
@@ -58,13 +69,21 @@ def _zone(new: np.ndarray, prev: np.ndarray, d) -> np.ndarray:
     return new if d is None else d * prev + (1 - d) * new
 
 
+def _per_step(d, T: int, B: int, H: int, dtype) -> list:
+    """A layer's zoneout as one (B, H) array per step for the fused kernels (z everywhere at eval), or Nones."""
+    if d is None or isinstance(d, np.ndarray):
+        return [None] * T if d is None else list(d)
+    return [np.full((B, H), d, dtype=dtype)] * T
+
+
 class _Recurrent(Module):
     """Shared machinery: parameters, argument checks, masks and the loop over stacked layers.
 
     A subclass sets ``_gates`` (rows of ``weight_ih`` per hidden unit) and ``_states`` (the names
     of the carried states) and writes one layer's pass over the whole sequence, time-major:
     ``_layer_forward(l, x, state0, zones) -> (h, final_states, cache)`` and
-    ``_layer_backward(l, cache, grad_h, grad_final, zones) -> (grad_x, grad_state0)``.
+    ``_layer_backward(l, cache, grad_h, grad_final, zones, input_grad) -> (grad_x, grad_state0)``
+    (grad_x None when not ``input_grad``), and their ``_fused`` twins for the numba kernels.
     """
 
     _gates = 1
@@ -112,8 +131,10 @@ class _Recurrent(Module):
             a += b[0].data + b[1].data
         return a
 
-    def _accumulate_weight_grads(self, l: int, ga: np.ndarray, x: np.ndarray, h_prev: np.ndarray) -> np.ndarray:
-        """Sum over all steps in one product each: dW_ih += ga^T x, dW_hh += ga^T h_{t-1}; returns ga W_ih."""
+    def _accumulate_weight_grads(self, l: int, ga: np.ndarray, x: np.ndarray, h_prev: np.ndarray,
+                                 input_grad: bool = True):
+        """Sum over all steps in one product each: dW_ih += ga^T x, dW_hh += ga^T h_{t-1}; returns ga W_ih
+        (None without ``input_grad``)."""
         W_ih, W_hh, b = self._weights(l)
         ga2 = ga.reshape(-1, ga.shape[-1])
         W_ih.grad += ga2.T @ x.reshape(-1, x.shape[-1])
@@ -122,7 +143,33 @@ class _Recurrent(Module):
             gb = ga2.sum(axis=0)
             b[0].grad += gb
             b[1].grad += gb
-        return ga @ W_ih.data
+        return ga @ W_ih.data if input_grad else None
+
+    def _fused_input_projection(self, l: int, x: np.ndarray, w_ih: np.ndarray, bias) -> np.ndarray:
+        """bias + x_t w_ih^T for all T steps as one (T*B, in) @ (in, G) product, into a reused (T, B, G) buffer."""
+        T, B, n_in = x.shape
+        out = self._scratch(f"_projection_l{l}", (T, B, w_ih.shape[0]))
+        out[...] = bias
+        K.gemm_accumulate(out.reshape(T * B, -1), x.reshape(T * B, n_in), w_ih.T)
+        return out
+
+    def _fused_weight_grads(self, l: int, ga: np.ndarray, x: np.ndarray, h_prev: np.ndarray, input_grad: bool):
+        """_accumulate_weight_grads with one BLAS call per weight that adds into its gradient (beta = 1),
+        and ga W_ih into a reused buffer."""
+        W_ih, W_hh, b = self._weights(l)
+        T, B, G = ga.shape
+        ga2 = ga.reshape(T * B, G)
+        K.gemm_accumulate(W_ih.grad, ga2.T, x.reshape(T * B, -1))
+        K.gemm_accumulate(W_hh.grad, ga2.T, h_prev.reshape(T * B, -1))
+        if b is not None:
+            gb = ga2.sum(axis=0)
+            b[0].grad += gb
+            b[1].grad += gb
+        if not input_grad:
+            return None
+        grad_x = self._scratch(f"_grad_x_l{l}", (T, B, x.shape[2]))
+        np.matmul(ga2, W_ih.data, out=grad_x.reshape(T * B, -1))
+        return grad_x
 
     def _check_input(self, x) -> np.ndarray:
         x = self._cast_input(x)
@@ -175,16 +222,17 @@ class _Recurrent(Module):
         layer_in = np.ascontiguousarray(x.transpose(1, 0, 2))
         finals = [np.empty_like(s) for s in states0]
         caches = []
+        forward = self._layer_forward_fused if K.backend() == "numba" else self._layer_forward
         for l in range(self.num_layers):
             layer_zones = [None if d is None else d[l] if isinstance(d, np.ndarray) else d for d in zones]
-            layer_in, final, cache = self._layer_forward(l, layer_in, [s[l] for s in states0], layer_zones)
+            layer_in, final, cache = forward(l, layer_in, [s[l] for s in states0], layer_zones)
             for k, s in enumerate(final):
                 finals[k][l] = s
             caches.append((cache, layer_zones))
         self._masks, self._caches, self._shape = zones, caches, (B, T)
         return layer_in.transpose(1, 0, 2).copy(), finals
 
-    def _backprop(self, grad_output, grad_finals: list) -> np.ndarray:
+    def _backprop(self, grad_output, grad_finals: list, input_grad: bool = True):
         caches = self._saved("_caches")
         B, T = self._shape
         H, owner = self.hidden_size, type(self).__name__
@@ -208,14 +256,15 @@ class _Recurrent(Module):
                                  f"expected (num_layers, batch, hidden_size) = {expected}")
             gfs.append(gf)
         grads0 = [np.empty_like(gf) for gf in gfs]
+        backward = self._layer_backward_fused if K.backend() == "numba" else self._layer_backward
         for l in reversed(range(self.num_layers)):
             cache, zones = caches[l]
-            g, g0 = self._layer_backward(l, cache, g, [gf[l] for gf in gfs], zones)
+            g, g0 = backward(l, cache, g, [gf[l] for gf in gfs], zones, input_grad or l > 0)
             for k, s in enumerate(g0):
                 grads0[k][l] = s
         for name, g0 in zip(self._states, grads0):
             setattr(self, f"grad_{name}0", g0)
-        return g.transpose(1, 0, 2).copy()
+        return g.transpose(1, 0, 2).copy() if input_grad else None
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, batch_first=True"
@@ -271,6 +320,11 @@ class RNN(_Recurrent):
         """dLoss/doutput (or None) and dLoss/dh_n (or None: zero) -> dLoss/dx (batch, time, input_size)."""
         return self._backprop(grad_output, [grad_state])
 
+    def backward_parameters(self, grad_output, grad_state=None) -> None:
+        """``backward`` for an input that is data: the same parameter gradients and ``grad_h0``, no
+        dLoss/dx (the first layer's product dLoss/da W_ih is skipped). Returns None."""
+        self._backprop(grad_output, [grad_state], input_grad=False)
+
     def _layer_forward(self, l, x, state0, zones):
         _, W_hh, _ = self._weights(l)
         (d,) = zones
@@ -287,7 +341,7 @@ class RNN(_Recurrent):
             hs[t + 1] = _zone(cand[t], hs[t], d if not isinstance(d, np.ndarray) else d[t])
         return hs[1:], (hs[T],), (x, hs, cand)
 
-    def _layer_backward(self, l, cache, grad_h, grad_final, zones):
+    def _layer_backward(self, l, cache, grad_h, grad_final, zones, input_grad=True):
         x, hs, cand = cache
         _, W_hh, _ = self._weights(l)
         (d,) = zones
@@ -303,8 +357,50 @@ class RNN(_Recurrent):
             if d is not None:
                 gh_prev += d_t * gh
             gh = gh_prev
-        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1])
+        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1], input_grad)
         return grad_x, (gh,)
+
+    def _layer_forward_fused(self, l, x, state0, zones):
+        """_layer_forward in reused buffers: per step one BLAS call adds h_{t-1} W_hh^T into the
+        projection, NumPy's tanh (or max) in place, K.zone_ mixes in h_{t-1}. The same cache."""
+        W_ih, W_hh, b = self._weights(l)
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        cand = self._fused_input_projection(l, x, W_ih.data, 0 if b is None else b[0].data + b[1].data)
+        hs = self._scratch(f"_hs_l{l}", (T + 1, B, H))
+        hs[0] = state0[0]
+        d = _per_step(zones[0], T, B, H, self.dtype)
+        for t in range(T):
+            a = cand[t]
+            K.gemm_accumulate(a, hs[t], W_hh.data.T)
+            if self.nonlinearity == "tanh":
+                np.tanh(a, out=a)
+            else:
+                np.maximum(a, 0, out=a)
+            if d[t] is None:
+                hs[t + 1] = a
+            else:
+                K.zone_(a, hs[t], d[t], hs[t + 1])
+        return hs[1:], (hs[T],), (x, hs, cand)
+
+    def _layer_backward_fused(self, l, cache, grad_h, grad_final, zones, input_grad=True):
+        """_layer_backward with one compiled pass a step (K.rnn_backward_: dLoss/da_t and
+        d_t g_t + grad_output_{t-1}) and one BLAS call adding dLoss/da_t W_hh into dLoss/dh_{t-1}."""
+        x, hs, cand = cache
+        _, W_hh, _ = self._weights(l)
+        T, B, H = cand.shape
+        d = _per_step(zones[0], T, B, H, self.dtype)
+        ga = self._scratch(f"_ga_l{l}", cand.shape)
+        pair = self._scratch("_gh_pair", (2, B, H))  # dLoss/dh_t and dLoss/dh_{t-1}, swapping each step
+        gh = pair[0]
+        np.add(grad_final[0], grad_h[T - 1], out=gh)
+        relu = self.nonlinearity == "relu"
+        for t in reversed(range(T)):
+            gh_prev = pair[(T - t) % 2]
+            K.rnn_backward_(gh, cand[t], d[t], relu, grad_h[t - 1] if t else None, ga[t], gh_prev)
+            K.gemm_accumulate(gh_prev, ga[t], W_hh.data)
+            gh = gh_prev
+        return self._fused_weight_grads(l, ga, x, hs[:-1], input_grad), (gh,)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -379,12 +475,21 @@ class LSTM(_Recurrent):
 
     def backward(self, grad_output, grad_state=None):
         """dLoss/doutput (or None) and (dLoss/dh_n, dLoss/dc_n) (None or either None: zero) -> dLoss/dx."""
+        return self._backprop(grad_output, self._grad_state_pair(grad_state, "backward"))
+
+    def backward_parameters(self, grad_output, grad_state=None) -> None:
+        """``backward`` for an input that is data: the same parameter gradients, ``grad_h0`` and
+        ``grad_c0``, no dLoss/dx (the first layer's product dLoss/da W_ih is skipped). Returns None."""
+        self._backprop(grad_output, self._grad_state_pair(grad_state, "backward_parameters"), input_grad=False)
+
+    @staticmethod
+    def _grad_state_pair(grad_state, method: str) -> list:
         if grad_state is None:
-            grad_state = (None, None)
-        elif not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
-            raise TypeError("LSTM.backward: grad_state must be a pair (grad_h_n, grad_c_n) or None, "
+            return [None, None]
+        if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+            raise TypeError(f"LSTM.{method}: grad_state must be a pair (grad_h_n, grad_c_n) or None, "
                             f"got {type(grad_state).__name__}")
-        return self._backprop(grad_output, list(grad_state))
+        return list(grad_state)
 
     def _layer_forward(self, l, x, state0, zones):
         _, W_hh, _ = self._weights(l)
@@ -410,7 +515,7 @@ class LSTM(_Recurrent):
             hs[t + 1] = _zone(h_new, hs[t], dh[t] if isinstance(dh, np.ndarray) else dh)
         return hs[1:], (hs[T], cs[T]), (x, hs, cs, gates, tanh_c)
 
-    def _layer_backward(self, l, cache, grad_h, grad_final, zones):
+    def _layer_backward(self, l, cache, grad_h, grad_final, zones, input_grad=True):
         x, hs, cs, gates, tanh_c = cache
         _, W_hh, _ = self._weights(l)
         dh, dc = zones
@@ -436,8 +541,65 @@ class LSTM(_Recurrent):
             if dh is not None:
                 gh_prev += dh_t * gh
             gh, gc = gh_prev, gc_prev
-        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1])
+        grad_x = self._accumulate_weight_grads(l, ga, x, hs[:-1], input_grad)
         return grad_x, (gh, gc)
+
+    def _halved_gate_weights(self, l):
+        """S W_ih, S W_hh and S (b_ih + b_hh) with S = diag(1/2 on the i, f and o rows, 1 on the g rows).
+
+        Then S a_t = [a_i/2, a_f/2, a_g, a_o/2] comes out of the products, and one tanh over all four
+        gates gives tanh(a_g) and the tanh(a/2) of sigmoid(a) = (1 + tanh(a/2)) / 2 (_sigmoid's
+        formula). Halving is exact in binary floating point, so S a_t is 0.5 * a_t to the bit."""
+        W_ih, W_hh, b = self._weights(l)
+        H = self.hidden_size
+        s = np.full((4 * H, 1), 0.5, dtype=self.dtype)
+        s[2 * H:3 * H] = 1
+        w_ih = np.multiply(W_ih.data, s, out=self._scratch(f"_w_ih_halved_l{l}", W_ih.data.shape))
+        w_hh = np.multiply(W_hh.data, s, out=self._scratch(f"_w_hh_halved_l{l}", W_hh.data.shape))
+        return w_ih, w_hh, 0 if b is None else (b[0].data + b[1].data) * s[:, 0]
+
+    def _layer_forward_fused(self, l, x, state0, zones):
+        """_layer_forward in reused buffers: per step one BLAS call adds h_{t-1} (S W_hh)^T into the
+        projection (see _halved_gate_weights), one NumPy tanh over the four gates, K.lstm_cell_
+        ([i, f, g, o], c~ and c_t in one pass), NumPy's tanh(c~), K.lstm_hidden_ (h_t). The same cache."""
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        w_ih, w_hh, bias = self._halved_gate_weights(l)
+        gates = self._fused_input_projection(l, x, w_ih, bias)
+        hs = self._scratch(f"_hs_l{l}", (T + 1, B, H))
+        cs = self._scratch(f"_cs_l{l}", (T + 1, B, H))
+        tanh_c = self._scratch(f"_tanh_c_l{l}", (T, B, H))
+        hs[0], cs[0] = state0
+        dh, dc = (_per_step(d, T, B, H, self.dtype) for d in zones)
+        for t in range(T):
+            a = gates[t]
+            K.gemm_accumulate(a, hs[t], w_hh.T)
+            np.tanh(a, out=a)
+            K.lstm_cell_(a, cs[t], dc[t], cs[t + 1], tanh_c[t])
+            np.tanh(tanh_c[t], out=tanh_c[t])
+            K.lstm_hidden_(a, tanh_c[t], hs[t], dh[t], hs[t + 1])
+        return hs[1:], (hs[T], cs[T]), (x, hs, cs, gates, tanh_c)
+
+    def _layer_backward_fused(self, l, cache, grad_h, grad_final, zones, input_grad=True):
+        """_layer_backward with one compiled pass a step (K.lstm_backward_: the four dLoss/da, dLoss/dc_{t-1}
+        and d^h g^h + grad_output_{t-1}) and one BLAS call adding dLoss/da_t W_hh into dLoss/dh_{t-1}."""
+        x, hs, cs, gates, tanh_c = cache
+        _, W_hh, _ = self._weights(l)
+        T, B, H = tanh_c.shape
+        dh, dc = (_per_step(d, T, B, H, self.dtype) for d in zones)
+        ga = self._scratch(f"_ga_l{l}", gates.shape)
+        pair = self._scratch("_gh_pair", (2, B, H))  # dLoss/dh_t and dLoss/dh_{t-1}, swapping each step
+        gc = self._scratch("_gc", (B, H))
+        gh = pair[0]
+        np.add(grad_final[0], grad_h[T - 1], out=gh)
+        gc[...] = grad_final[1]
+        for t in reversed(range(T)):
+            gh_prev = pair[(T - t) % 2]
+            K.lstm_backward_(gh, gc, gates[t], tanh_c[t], cs[t], dh[t], dc[t], grad_h[t - 1] if t else None,
+                             ga[t], gh_prev)
+            K.gemm_accumulate(gh_prev, ga[t], W_hh.data)
+            gh = gh_prev
+        return self._fused_weight_grads(l, ga, x, hs[:-1], input_grad), (gh, gc)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -473,10 +635,17 @@ class SequenceEncoder(Module):
         return output[:, -1]
 
     def backward(self, grad_output):
-        shape = self._saved("_shape")
-        grad = np.zeros(shape, dtype=self.dtype)
+        return self.rnn.backward(self._grad_sequence(grad_output)).reshape(self._shape[0], -1)
+
+    def backward_parameters(self, grad_output) -> None:
+        """``backward`` without dLoss/dx, for an input that is data (see ``LSTM.backward_parameters``)."""
+        self.rnn.backward_parameters(self._grad_sequence(grad_output))
+
+    def _grad_sequence(self, grad_output) -> np.ndarray:
+        """dLoss/doutput of the whole sequence: dLoss/dh_T at the last step, zero elsewhere."""
+        grad = np.zeros(self._saved("_shape"), dtype=self.dtype)
         grad[:, -1] = grad_output
-        return self.rnn.backward(grad).reshape(shape[0], -1)
+        return grad
 
     @staticmethod
     def inner_input_shape(input_shape: tuple[int, ...], time_steps: int) -> tuple[int, int]:
