@@ -1,7 +1,9 @@
 """Elementwise activations y = f(z) with dLoss/dz = f'(z) * dLoss/dy.
 
 Each forward returns a fresh array and keeps what f'(z) needs (y itself for ReLU, sigmoid and
-tanh, whose derivatives are functions of y). The elementwise passes are in :mod:`._kernels`.
+tanh, whose derivatives are functions of y). The elementwise passes are in :mod:`._kernels`. In
+:func:`~tricklab.nn.inference.inference_mode` nothing is kept and ReLU, sigmoid and tanh write y
+into an array the layer reuses on its next call there.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels as K
+from .inference import is_inference_mode, output_buffer
 from .module import Module
 
 
@@ -17,6 +20,9 @@ class ReLU(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
+        if is_inference_mode():
+            self._y = None
+            return np.maximum(x, self.dtype.type(0), out=output_buffer(self, x.shape))
         self._y = K.relu(x)
         return self._y
 
@@ -34,8 +40,9 @@ class LeakyReLU(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
-        self._positive = x > 0
-        return np.where(self._positive, x, x * self.dtype.type(self.negative_slope))
+        positive = x > 0
+        self._positive = None if is_inference_mode() else positive
+        return np.where(positive, x, x * self.dtype.type(self.negative_slope))
 
     def backward(self, grad_output):
         slope = np.where(self._saved("_positive"), self.dtype.type(1), self.dtype.type(self.negative_slope))
@@ -51,11 +58,12 @@ class Sigmoid(Module):
     def forward(self, x):
         x = self._cast_input(x)
         # 1/(1+exp(-z)) = (1 + tanh(z/2)) / 2: exact and never overflows; one array, updated in place
-        y = np.multiply(x, 0.5)
+        inference = is_inference_mode()
+        y = np.multiply(x, 0.5, out=output_buffer(self, x.shape) if inference else None)
         np.tanh(y, out=y)
         y += 1.0
         y *= 0.5
-        self._y = y
+        self._y = None if inference else y
         return y
 
     def backward(self, grad_output):
@@ -68,6 +76,9 @@ class Tanh(Module):
 
     def forward(self, x):
         x = self._cast_input(x)
+        if is_inference_mode():
+            self._y = None
+            return np.tanh(x, out=output_buffer(self, x.shape))
         self._y = np.tanh(x)
         return self._y
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._rng import RngLike, as_generator
 from . import _kernels as K
+from .inference import is_inference_mode, output_buffer
 from .linear import Linear
 from .module import Module, Sequential
 
@@ -74,7 +75,9 @@ class Dropout(Module):
     approximation network(E[y])). Backward passes gradient only through kept units:
     dLoss/dx = m * dLoss/dy (/ alpha when inverted); in eval, dLoss/dx = dLoss/dy (* alpha for "test").
     A model trained with ``scaling="test"`` can have the alpha folded into the next layer's weights
-    (W_test = alpha W_trained) with :func:`fold_dropout_scaling`.
+    (W_test = alpha W_trained) with :func:`fold_dropout_scaling`. In eval under
+    :func:`~tricklab.nn.inference.inference_mode` nothing is kept for backward and the classic
+    form writes alpha x into an array the layer reuses on its next call there.
     """
 
     def __init__(self, p: float = 0.5, scaling: str = "inverted", rng: RngLike = None, dtype=None):
@@ -97,8 +100,12 @@ class Dropout(Module):
         shape = self._mask_shape(x.shape)
         alpha = self.dtype.type(self.keep)
         if not self.training:
-            self._scale = alpha if self.scaling == "test" else self.dtype.type(1)
-            return x * self._scale if self.scaling == "test" else x
+            scale = alpha if self.scaling == "test" else self.dtype.type(1)
+            if is_inference_mode():
+                self._scale = None
+                return np.multiply(x, scale, out=output_buffer(self, x.shape)) if self.scaling == "test" else x
+            self._scale = scale
+            return x * scale if self.scaling == "test" else x
         # m ~ Bernoulli(alpha) from raw random bits; the mask stored is m / alpha (inverted) or m
         threshold, chunks = random_chunks(self.rng, int(np.prod(shape)), self.keep)
         scale = self.dtype.type(1) / alpha if self.scaling == "inverted" else self.dtype.type(1)

@@ -10,6 +10,7 @@ import numpy as np
 from .._rng import RngLike, as_generator
 from . import _kernels as K
 from . import init as init_
+from .inference import is_inference_mode, output_buffer
 from .module import Module
 from .parameter import Parameter
 
@@ -57,6 +58,9 @@ class Linear(Module):
     ``init`` names a scheme from :mod:`tricklab.nn.init` ("default" is PyTorch's
     U[-1/sqrt(in), 1/sqrt(in)]) or is a callable ``f(shape, rng=..., dtype=...)``; the bias is
     drawn from U[-1/sqrt(in), 1/sqrt(in)] as in PyTorch.
+
+    In :func:`~tricklab.nn.inference.inference_mode` x is not kept and z is written into an
+    array the layer reuses on its next call there.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init="default",
@@ -72,8 +76,12 @@ class Linear(Module):
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {x.shape}; "
                 f"expected (batch, {self.in_features})"
             )
-        self._x = x
-        z = x @ self.weight.data.T
+        if is_inference_mode():  # nothing kept; the output goes into the layer's reused array
+            self._x = None
+            z = np.matmul(x, self.weight.data.T, out=output_buffer(self, x.shape[:-1] + (self.out_features,)))
+        else:
+            self._x = x
+            z = x @ self.weight.data.T
         if self.bias is not None:
             z += self.bias.data
         return z

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .inference import inference_mode
 from .parameter import Parameter
 
 DEFAULT_DTYPE = np.float32
@@ -166,14 +167,17 @@ class Module:
 
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """The outputs for ``x`` in eval mode, ``batch_size`` examples at a time (large inputs do not
-        hold every layer's activations at once); the modules' train/eval modes are restored after."""
+        hold every layer's activations at once); the modules' train/eval modes are restored after.
+        Runs in :func:`~tricklab.nn.inference.inference_mode` (nothing kept for backward, each layer's
+        output array reused), copying each batch's output."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
         x = np.asarray(x)
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            parts = [np.array(self(x[i:i + batch_size]), copy=True) for i in range(0, len(x), batch_size)]
+            with inference_mode():
+                parts = [np.array(self(x[i:i + batch_size]), copy=True) for i in range(0, len(x), batch_size)]
         finally:
             for m, mode in modes:
                 object.__setattr__(m, "training", mode)

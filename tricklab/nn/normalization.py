@@ -7,12 +7,16 @@ References:
 
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import numpy as np
 
 from . import _kernels as K
-from .module import Module
+from .conv import Conv2d
+from .inference import is_inference_mode, output_buffer
+from .linear import Linear
+from .module import Module, Sequential
 from .parameter import Parameter
 
 
@@ -75,6 +79,8 @@ class _BatchNorm(Module):
     def forward(self, x):
         x = self._cast_input(x)
         self._check_input(x)
+        if is_inference_mode() and not (self.training or self._collector is not None):
+            return self._inference_forward(x)
         part = x if self._selected is None else x[:, self._selected]
         z = self._as_rows(part)
         use_batch = self.training or self._collector is not None
@@ -102,6 +108,30 @@ class _BatchNorm(Module):
             return out
         y = x.copy()
         y[:, self._selected] = out
+        return y
+
+    def _inference_forward(self, x: np.ndarray) -> np.ndarray:
+        """Eval in inference mode: y = (x - mu) inv_std gamma + beta per feature with the running
+        statistics (the kernels' order of operations, so the same values as eval), computed in the
+        input's own layout (no (rows, features) copy for images), into the layer's reused output;
+        nothing kept for backward."""
+        self._z = None
+        per_feature = (1, -1) + (1,) * (x.ndim - 2)  # broadcast over the rows, or over N, H and W
+        inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
+        y = output_buffer(self, x.shape)
+        mean = self.running_mean.reshape(per_feature)
+        if self._selected is None:
+            out = np.subtract(x, mean, out=y)
+        else:
+            np.copyto(y, x)
+            out = x[:, self._selected]  # a copy (fancy indexing), normalized in place
+            out -= mean
+        out *= inv_std.reshape(per_feature)
+        if self.affine:
+            out *= self.weight.data.reshape(per_feature)
+            out += self.bias.data.reshape(per_feature)
+        if self._selected is not None:
+            y[:, self._selected] = out
         return y
 
     def _as_rows(self, z: np.ndarray) -> np.ndarray:
@@ -293,3 +323,80 @@ def recompute_batchnorm_statistics(model: Module, batches: Iterable) -> int:
         layer.running_var[...] = var
         layer.num_batches_tracked[...] = len(stats)
     return count
+
+
+def fold_batchnorm(model: Sequential) -> Sequential:
+    """Return an inference copy of ``model`` with each batch norm that directly follows a Linear
+    (BatchNorm1d) or Conv2d (BatchNorm2d) layer folded into that layer's weights.
+
+    In eval mode a batch norm layer computes, for each feature (unit or channel) o with its
+    running statistics mu_o, var_o::
+
+        y_o = gamma_o (z_o - mu_o) / sqrt(var_o + eps) + beta_o = s_o z_o + beta_o - s_o mu_o,
+        s_o = gamma_o / sqrt(var_o + eps)
+
+    and the layer before it computes z_o = W_o x + b_o (W_o the weight's row o, or the kernel of
+    output channel o), so the two are one layer with::
+
+        W'_o = s_o W_o,    b'_o = s_o (b_o - mu_o) + beta_o
+
+    (gamma = 1 and beta = 0 without ``affine``; s_o = 1 and b'_o = b_o for a feature that
+    ``units``/``channels`` leaves unnormalized; a layer without bias gets one, from b = 0). W' and
+    b' are computed in float64 from the layer's values and rounded once to the model's dtype.
+    Batch norm layers after anything else stay as they are (after a dropout layer: remove those
+    first with :func:`~tricklab.nn.dropout.fold_dropout_scaling`); nested Sequentials are folded
+    too. The copy is in eval mode, its layers renumbered (so are its ``state_dict`` keys), the
+    folded layers' gradients zero; ``model`` is untouched.
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"fold_batchnorm expects a Sequential, got {type(model).__name__}")
+    kept: list[Module] = []
+    for i, layer in enumerate(copy.deepcopy(model)):
+        if isinstance(layer, Sequential):
+            layer = fold_batchnorm(layer)
+        elif kept and _folds(kept[-1], layer, i):
+            kept[-1] = _folded(kept[-1], layer)
+            continue
+        kept.append(layer)
+    return Sequential(*kept, input_grad=model.input_grad).eval()
+
+
+def _folds(layer: Module, bn: Module, index: int) -> bool:
+    """True when ``bn`` is the batch norm of ``layer``'s output; an error when its features do not match."""
+    if isinstance(layer, Linear) and type(bn) is BatchNorm1d:
+        features = layer.out_features
+    elif isinstance(layer, Conv2d) and type(bn) is BatchNorm2d:
+        features = layer.out_channels
+    else:
+        return False
+    if bn.num_features != features:
+        raise ValueError(f"fold_batchnorm: layer {index} ({type(bn).__name__}({bn.num_features})) follows "
+                         f"{type(layer).__name__} with {features} outputs")
+    return True
+
+
+def _folded(layer: Module, bn: _BatchNorm) -> Module:
+    """A copy of ``layer`` (Linear or Conv2d) computing ``bn(layer(x))`` in eval mode: W' = s W, b' = s b + t."""
+    scale, shift = _eval_affine(bn)
+    weight = layer.weight.data.astype(np.float64)
+    bias = 0.0 if layer.bias is None else layer.bias.data.astype(np.float64)
+    folded = copy.deepcopy(layer)
+    folded.weight = Parameter(scale.reshape((-1,) + (1,) * (weight.ndim - 1)) * weight, dtype=layer.dtype)
+    folded.bias = Parameter(scale * bias + shift, dtype=layer.dtype)
+    return folded.eval()
+
+
+def _eval_affine(bn: _BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """(s, t) in float64 with bn's eval output y = s z + t per feature: s = gamma / sqrt(var + eps),
+    t = beta - s mu on the normalized features, s = 1, t = 0 on the others."""
+    n = bn.running_mean.shape[0]
+    gamma = bn.weight.data.astype(np.float64) if bn.affine else np.ones(n)
+    beta = bn.bias.data.astype(np.float64) if bn.affine else np.zeros(n)
+    eps = float(bn.dtype.type(bn.eps))  # the eps the layer adds, in its dtype
+    s = gamma / np.sqrt(bn.running_var.astype(np.float64) + eps)
+    t = beta - s * bn.running_mean.astype(np.float64)
+    if bn._selected is None:
+        return s, t
+    scale, shift = np.ones(bn.num_features), np.zeros(bn.num_features)
+    scale[bn._selected], shift[bn._selected] = s, t
+    return scale, shift
