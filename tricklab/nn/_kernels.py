@@ -164,21 +164,52 @@ def _operand(a):
     return None
 
 
-def gemm_accumulate(c, a, b):
-    """c += a @ b in place (c: C-contiguous (M, N); a: (M, K); b: (K, N); one dtype)."""
+def _blas_for(c, a, b):
+    """(gemm, op_a, op_b) when c += a @ b can be one BLAS call (overlap aside), else None."""
     if not _CBLAS:
         _CBLAS.update(_load_cblas() or {None: None})
     fn = _CBLAS.get(c.dtype)
     op_a, op_b = _operand(a), _operand(b)
     if (fn is None or op_a is None or op_b is None or not c.flags.c_contiguous
             or a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1])
-            or a.dtype != c.dtype or b.dtype != c.dtype or 0 in a.shape or 0 in b.shape
-            or np.may_share_memory(c, a) or np.may_share_memory(c, b)):
+            or a.dtype != c.dtype or b.dtype != c.dtype or 0 in a.shape or 0 in b.shape):
+        return None
+    return fn, op_a, op_b
+
+
+def gemm_accumulate(c, a, b):
+    """c += a @ b in place (c: C-contiguous (M, N); a: (M, K); b: (K, N); one dtype)."""
+    blas = _blas_for(c, a, b)
+    if blas is None or np.may_share_memory(c, a) or np.may_share_memory(c, b):
         c += a @ b
         return
+    fn, op_a, op_b = blas
     M, K = a.shape
     fn(_ROW_MAJOR, op_a[0], op_b[0], M, b.shape[1], K, 1.0, a.ctypes.data, op_a[1], b.ctypes.data, op_b[1],
        1.0, c.ctypes.data, max(c.shape[1], 1))
+
+
+def gemm_accumulate_steps(c, a, b):
+    """A function step(i, j) doing c[i] += a[j] @ b, for a loop over steps of the C-contiguous
+    stacks c (n, M, N) and a (m, M, K) with one b (K, N): the recurrent layers' per-step products.
+
+    gemm_accumulate's checks and the three addresses (about 2.5 us each through ``ndarray.ctypes``,
+    as long as a small product) are taken once for the loop; a step is then one BLAS call."""
+    blas = None
+    if len(c) and len(a) and c.flags.c_contiguous and a.flags.c_contiguous:
+        blas = _blas_for(c[0], a[0], b)
+    if blas is None or np.may_share_memory(c, a) or np.may_share_memory(c, b):
+        return lambda i, j: gemm_accumulate(c[i], a[j], b)
+    fn, op_a, op_b = blas
+    (M, K), N = a.shape[1:], b.shape[1]
+    n, m, sc, sa = len(c), len(a), c.strides[0], a.strides[0]
+    pc, pa, pb = c.ctypes.data, a.ctypes.data, b.ctypes.data
+
+    def step(i: int, j: int) -> None:
+        if not (0 <= i < n and 0 <= j < m):
+            raise IndexError(f"gemm_accumulate_steps: step ({i}, {j}) outside the stacks of {n} and {m}")
+        fn(_ROW_MAJOR, op_a[0], op_b[0], M, N, K, 1.0, pa + j * sa, op_a[1], pb, op_b[1], 1.0, pc + i * sc, N)
+    return step
 
 
 # =============================================================================== activations

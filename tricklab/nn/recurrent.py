@@ -370,9 +370,10 @@ class RNN(_Recurrent):
         hs = self._scratch(f"_hs_l{l}", (T + 1, B, H))
         hs[0] = state0[0]
         d = _per_step(zones[0], T, B, H, self.dtype)
+        add_recurrent = K.gemm_accumulate_steps(cand, hs, W_hh.data.T)  # cand[t] += h_{t-1} W_hh^T
         for t in range(T):
             a = cand[t]
-            K.gemm_accumulate(a, hs[t], W_hh.data.T)
+            add_recurrent(t, t)
             if self.nonlinearity == "tanh":
                 np.tanh(a, out=a)
             else:
@@ -395,11 +396,12 @@ class RNN(_Recurrent):
         gh = pair[0]
         np.add(grad_final[0], grad_h[T - 1], out=gh)
         relu = self.nonlinearity == "relu"
+        add_recurrent = K.gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
         for t in reversed(range(T)):
-            gh_prev = pair[(T - t) % 2]
-            K.rnn_backward_(gh, cand[t], d[t], relu, grad_h[t - 1] if t else None, ga[t], gh_prev)
-            K.gemm_accumulate(gh_prev, ga[t], W_hh.data)
-            gh = gh_prev
+            k = (T - t) % 2
+            K.rnn_backward_(gh, cand[t], d[t], relu, grad_h[t - 1] if t else None, ga[t], pair[k])
+            add_recurrent(k, t)
+            gh = pair[k]
         return self._fused_weight_grads(l, ga, x, hs[:-1], input_grad), (gh,)
 
     def extra_repr(self) -> str:
@@ -571,9 +573,10 @@ class LSTM(_Recurrent):
         tanh_c = self._scratch(f"_tanh_c_l{l}", (T, B, H))
         hs[0], cs[0] = state0
         dh, dc = (_per_step(d, T, B, H, self.dtype) for d in zones)
+        add_recurrent = K.gemm_accumulate_steps(gates, hs, w_hh.T)  # gates[t] += h_{t-1} (S W_hh)^T
         for t in range(T):
             a = gates[t]
-            K.gemm_accumulate(a, hs[t], w_hh.T)
+            add_recurrent(t, t)
             np.tanh(a, out=a)
             K.lstm_cell_(a, cs[t], dc[t], cs[t + 1], tanh_c[t])
             np.tanh(tanh_c[t], out=tanh_c[t])
@@ -593,12 +596,13 @@ class LSTM(_Recurrent):
         gh = pair[0]
         np.add(grad_final[0], grad_h[T - 1], out=gh)
         gc[...] = grad_final[1]
+        add_recurrent = K.gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
         for t in reversed(range(T)):
-            gh_prev = pair[(T - t) % 2]
+            k = (T - t) % 2
             K.lstm_backward_(gh, gc, gates[t], tanh_c[t], cs[t], dh[t], dc[t], grad_h[t - 1] if t else None,
-                             ga[t], gh_prev)
-            K.gemm_accumulate(gh_prev, ga[t], W_hh.data)
-            gh = gh_prev
+                             ga[t], pair[k])
+            add_recurrent(k, t)
+            gh = pair[k]
         return self._fused_weight_grads(l, ga, x, hs[:-1], input_grad), (gh, gc)
 
     def extra_repr(self) -> str:
