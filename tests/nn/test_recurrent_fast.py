@@ -177,3 +177,20 @@ def test_step_kernels_refuse_shapes_that_do_not_fit():
             K.lstm_backward_(c, c, np.zeros((3, 6)), c, c, None, None, None, a, c)
         with pytest.raises(ValueError, match="do not fit states of shape"):
             K.rnn_backward_(c, c, None, False, np.zeros((2, 2)), c, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_accumulate_steps_adds_each_steps_product(rng, dtype):
+    c = rng.standard_normal((3, 4, 5)).astype(dtype)
+    a = rng.standard_normal((6, 4, 2)).astype(dtype)
+    w = rng.standard_normal((5, 2)).astype(dtype)  # used transposed, as the layers use W_hh
+    expected = c.copy()
+    step = K.gemm_accumulate_steps(c, a, w.T)
+    for i, j in [(0, 5), (2, 0), (0, 1)]:
+        step(i, j)
+        expected[i] += a[j] @ w.T
+    np.testing.assert_allclose(c, expected, rtol=10 * np.finfo(dtype).eps, atol=10 * np.finfo(dtype).eps)
+    with pytest.raises(IndexError, match=r"step \(3, 0\) outside the stacks of 3 and 6"):
+        step(3, 0)
+    with pytest.raises(IndexError, match="outside the stacks"):
+        step(0, -1)
