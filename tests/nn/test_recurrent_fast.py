@@ -194,3 +194,15 @@ def test_gemm_accumulate_steps_adds_each_steps_product(rng, dtype):
         step(3, 0)
     with pytest.raises(IndexError, match="outside the stacks"):
         step(0, -1)
+
+
+def test_gemm_accumulate_steps_without_one_blas_call_still_adds_and_checks(rng):
+    c = rng.standard_normal((2, 3, 4))
+    a = rng.standard_normal((2, 3, 5))[:, :, ::2]  # strided rows: not one BLAS call
+    w = rng.standard_normal((3, 4))
+    expected = c[1] + a[0] @ w
+    step = K.gemm_accumulate_steps(c, a, w)
+    step(1, 0)
+    np.testing.assert_allclose(c[1], expected, rtol=1e-14, atol=1e-14)
+    with pytest.raises(IndexError, match="outside the stacks"):
+        step(0, -1)

@@ -195,21 +195,29 @@ def gemm_accumulate_steps(c, a, b):
 
     gemm_accumulate's checks and the three addresses (about 2.5 us each through ``ndarray.ctypes``,
     as long as a small product) are taken once for the loop; a step is then one BLAS call."""
+    n, m = len(c), len(a)
     blas = None
-    if len(c) and len(a) and c.flags.c_contiguous and a.flags.c_contiguous:
+    if n and m and c.flags.c_contiguous and a.flags.c_contiguous:
         blas = _blas_for(c[0], a[0], b)
     if blas is None or np.may_share_memory(c, a) or np.may_share_memory(c, b):
-        return lambda i, j: gemm_accumulate(c[i], a[j], b)
+        def step(i: int, j: int) -> None:
+            _check_steps(i, j, n, m)
+            gemm_accumulate(c[i], a[j], b)
+        return step
     fn, op_a, op_b = blas
     (M, K), N = a.shape[1:], b.shape[1]
-    n, m, sc, sa = len(c), len(a), c.strides[0], a.strides[0]
+    sc, sa = c.strides[0], a.strides[0]
     pc, pa, pb = c.ctypes.data, a.ctypes.data, b.ctypes.data
 
     def step(i: int, j: int) -> None:
-        if not (0 <= i < n and 0 <= j < m):
-            raise IndexError(f"gemm_accumulate_steps: step ({i}, {j}) outside the stacks of {n} and {m}")
+        _check_steps(i, j, n, m)
         fn(_ROW_MAJOR, op_a[0], op_b[0], M, N, K, 1.0, pa + j * sa, op_a[1], pb, op_b[1], 1.0, pc + i * sc, N)
     return step
+
+
+def _check_steps(i: int, j: int, n: int, m: int) -> None:
+    if not (0 <= i < n and 0 <= j < m):
+        raise IndexError(f"gemm_accumulate_steps: step ({i}, {j}) outside the stacks of {n} and {m}")
 
 
 # =============================================================================== activations
