@@ -149,3 +149,15 @@ def test_predict_runs_in_inference_mode_and_returns_independent_batches(rng):
     assert model.training
     with pytest.raises(RuntimeError, match="backward called before forward"):
         model.backward(np.ones((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["linear", "relu", "batchnorm", "batchnorm-units", "batchnorm2d", "batchnorm2d-channels"])
+def test_a_strided_input_gives_the_eval_output(name, backend, rng):
+    layer, x = _layer_and_input(name, rng, np.float32)
+    strided = np.repeat(x, 2, axis=0)[::2]  # equal to x, not contiguous
+    with K.using(backend):
+        expected = layer(x)
+        with nn.inference_mode():
+            got = layer(strided)
+    np.testing.assert_array_equal(got, expected)

@@ -223,8 +223,8 @@ def _check_steps(i: int, j: int, n: int, m: int) -> None:
 # =============================================================================== activations
 # ReLU  y = max(0, z), dLoss/dz = dLoss/dy * 1[y > 0]
 @_register("numpy")
-def _numpy_relu(x):
-    return np.maximum(x, x.dtype.type(0))
+def _numpy_relu(x, out=None):
+    return np.maximum(x, x.dtype.type(0), out=out)
 
 
 @_register("numpy")
@@ -247,8 +247,8 @@ _relu_k, _relu_backward_k = _Compiled(_relu_loop, "_relu_k"), _Compiled(_relu_ba
 
 
 @_register("numba")
-def _numba_relu(x):
-    y = np.empty(x.shape, x.dtype)
+def _numba_relu(x, out=None):
+    y = np.empty(x.shape, x.dtype) if out is None else out  # out may be x itself: each entry read, then written
     t = x.dtype.type
     _relu_k(_flat(x), y.reshape(-1), t(0))
     return y
@@ -378,8 +378,8 @@ def _numpy_batchnorm_train(z, gamma, beta, eps):
 
 
 @_register("numpy")
-def _numpy_batchnorm_eval(z, mu, inv_std, gamma, beta):
-    u = z - mu
+def _numpy_batchnorm_eval(z, mu, inv_std, gamma, beta, out=None):
+    u = np.subtract(z, mu, out=out)
     u *= inv_std
     if gamma is not None:
         u *= gamma
@@ -498,9 +498,9 @@ def _numba_batchnorm_train(z, gamma, beta, eps):
 
 
 @_register("numba")
-def _numba_batchnorm_eval(z, mu, inv_std, gamma, beta):
+def _numba_batchnorm_eval(z, mu, inv_std, gamma, beta, out=None):
     gamma, beta = _affine(gamma, beta, z.shape[1], z.dtype)
-    out = np.empty(z.shape, z.dtype)
+    out = np.empty(z.shape, z.dtype) if out is None else out
     _bn_eval_k(np.ascontiguousarray(z), mu, inv_std, gamma, beta, out)
     return out
 

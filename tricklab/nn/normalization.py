@@ -112,26 +112,27 @@ class _BatchNorm(Module):
 
     def _inference_forward(self, x: np.ndarray) -> np.ndarray:
         """Eval in inference mode: y = (x - mu) inv_std gamma + beta per feature with the running
-        statistics (the kernels' order of operations, so the same values as eval), computed in the
-        input's own layout (no (rows, features) copy for images), into the layer's reused output;
-        nothing kept for backward."""
+        statistics, into the layer's reused output, nothing kept for backward. The same kernel as
+        eval (so the same values), on the (N, features x pixels) matrix of the input's own layout
+        with each feature's mu, inv_std, gamma, beta repeated over its pixels: no (rows, features)
+        copies for images."""
         self._z = None
-        per_feature = (1, -1) + (1,) * (x.ndim - 2)  # broadcast over the rows, or over N, H and W
+        part = x if self._selected is None else x[:, self._selected]
+        pixels = int(np.prod(part.shape[2:]))
+
+        def per_entry(v):
+            return None if v is None else np.repeat(v, pixels)
+
         inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
+        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (None, None)
         y = output_buffer(self, x.shape)
-        mean = self.running_mean.reshape(per_feature)
-        if self._selected is None:
-            out = np.subtract(x, mean, out=y)
-        else:
-            np.copyto(y, x)
-            out = x[:, self._selected]  # a copy (fancy indexing), normalized in place
-            out -= mean
-        out *= inv_std.reshape(per_feature)
-        if self.affine:
-            out *= self.weight.data.reshape(per_feature)
-            out += self.bias.data.reshape(per_feature)
+        rows = part.reshape(len(part), -1)
+        out = y.reshape(rows.shape) if self._selected is None else np.empty_like(rows)
+        K.batchnorm_eval(rows, per_entry(self.running_mean), per_entry(inv_std), per_entry(gamma), per_entry(beta),
+                         out)
         if self._selected is not None:
-            y[:, self._selected] = out
+            np.copyto(y, x)
+            y[:, self._selected] = out.reshape(part.shape)
         return y
 
     def _as_rows(self, z: np.ndarray) -> np.ndarray:
