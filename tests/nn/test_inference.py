@@ -32,6 +32,10 @@ LAYERS = {
     "batchnorm-units": lambda r: nn.BatchNorm1d(6, units=[1, 4]),
 }
 IMAGE_LAYERS = {
+    "conv": lambda r: nn.Conv2d(3, 4, 3, padding=1, rng=r),
+    "conv-grouped-strided": lambda r: nn.Conv2d(3, 6, 2, stride=2, groups=3, bias=False, rng=r),
+    "maxpool": lambda r: nn.MaxPool2d(2),
+    "maxpool-padded-overlapping": lambda r: nn.MaxPool2d(3, stride=2, padding=1),
     "batchnorm2d": lambda r: nn.BatchNorm2d(3),
     "batchnorm2d-no-affine": lambda r: nn.BatchNorm2d(3, affine=False),
     "batchnorm2d-channels": lambda r: nn.BatchNorm2d(3, channels=[0, 2]),
@@ -77,7 +81,8 @@ def test_backward_after_an_inference_mode_forward_is_refused_not_served_stale_ca
         layer.backward(np.ones_like(y))
 
 
-@pytest.mark.parametrize("name", ["linear", "relu", "sigmoid", "tanh", "dropout-classic", "batchnorm", "batchnorm2d"])
+@pytest.mark.parametrize("name", ["linear", "relu", "sigmoid", "tanh", "dropout-classic", "batchnorm", "batchnorm2d",
+                                  "maxpool", "conv"])
 def test_inference_outputs_are_reused_arrays_and_eval_outputs_fresh(name, rng):
     layer, x = _layer_and_input(name, rng, np.float32)
     first, second = layer(x), layer(x)
@@ -160,4 +165,15 @@ def test_a_strided_input_gives_the_eval_output(name, backend, rng):
         expected = layer(x)
         with nn.inference_mode():
             got = layer(strided)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_max_pooling_in_inference_mode_propagates_nan_and_keeps_minus_infinity_as_eval(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x[0, 0, 1, 1], x[1, 2, :3, :3] = np.nan, -np.inf
+    pool = nn.MaxPool2d(3, stride=2, padding=1).eval()
+    expected = pool(x)
+    with nn.inference_mode():
+        got = pool(x)
+    assert np.isnan(got[0, 0, 0, 0]) and got[1, 2, 0, 0] == -np.inf
     np.testing.assert_array_equal(got, expected)

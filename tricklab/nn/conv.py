@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .._rng import RngLike, as_generator
 from . import init as init_
+from .inference import is_inference_mode, output_buffer
 from .module import Module
 from .parameter import Parameter
 
@@ -85,7 +86,8 @@ class Conv2d(Module):
 
     and col2im adds dX back into dLoss/dxp by a loop over the kh kw kernel offsets (u, v), each
     one a strided slice add over every n, c', i, j at once. The columns are kept from forward
-    to backward. ``backward_parameters`` skips dX and col2im.
+    to backward (not in :func:`~tricklab.nn.inference.inference_mode`, where the output also goes
+    into an array reused by the next call). ``backward_parameters`` skips dX and col2im.
 
     ``kernel_size``, ``stride``, ``dilation`` and ``padding`` are an int or a pair (height,
     width); ``padding`` may also be "valid" (none) or "same" (the output keeps H and W, stride
@@ -201,13 +203,15 @@ class Conv2d(Module):
         g, o_g = self.groups, self.out_channels // self.groups
         y_groups = self._scratch("_y_groups", (g, o_g, cols.shape[2]))
         np.matmul(self.weight.data.reshape(g, o_g, -1), cols, out=y_groups)  # Y[g] = W[g] X[g]
-        y = np.empty((n, self.out_channels, ho, wo), dtype=self.dtype)
+        inference = is_inference_mode()  # then nothing kept for backward, the output array reused
+        shape = (n, self.out_channels, ho, wo)
+        y = output_buffer(self, shape) if inference else np.empty(shape, dtype=self.dtype)
         y_by_group = y_groups.reshape(g, o_g, n, ho * wo).transpose(2, 0, 1, 3)  # (N, G, O/G, H'W')
         if self.bias is not None:
             np.add(y_by_group, self.bias.data.reshape(1, g, o_g, 1), out=y.reshape(n, g, o_g, ho * wo))
         else:
             np.copyto(y.reshape(n, g, o_g, ho * wo), y_by_group)
-        self._x_shape, self._cols = x.shape, cols
+        self._x_shape, self._cols = (None, None) if inference else (x.shape, cols)
         return y
 
     def _columns(self, xp: np.ndarray, ho: int, wo: int) -> np.ndarray:

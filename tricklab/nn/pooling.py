@@ -18,6 +18,7 @@ from numbers import Integral
 
 import numpy as np
 
+from .inference import is_inference_mode, output_buffer
 from .module import Module
 
 
@@ -118,7 +119,8 @@ class MaxPool2d(_Pool2d):
     The arg-max is torch's: the first maximum in row-major window order among the real (unpadded)
     entries (strict >, so ties go to the first), and a NaN is taken wherever it appears (the last
     NaN of a window wins), so NaN propagates. Forward keeps each window's offset of the arg-max
-    (one byte per output for kernels up to 16x16) for backward.
+    (one byte per output for kernels up to 16x16) for backward; in
+    :func:`~tricklab.nn.inference.inference_mode` it computes the maximum only.
     torch's ``dilation``, ``ceil_mode`` and ``return_indices`` are not offered.
     """
 
@@ -127,6 +129,13 @@ class MaxPool2d(_Pool2d):
         _check_images(self, x)
         ho, wo = self._output_size(*x.shape[2:])
         xp = self._pad(x, -np.inf)
+        if is_inference_mode():  # the maximum only, no arg-max for backward, into the reused output
+            self._argmax = None
+            y = output_buffer(self, (*x.shape[:2], ho, wo))
+            y[...] = -np.inf
+            for _, view in self._offsets(ho, wo):
+                np.maximum(y, xp[view], out=y)
+            return y
         y = np.full((*x.shape[:2], ho, wo), -np.inf, dtype=self.dtype)
         argmax = self._first_real_offsets(y.shape)
         greater = np.empty(y.shape, dtype=bool)
