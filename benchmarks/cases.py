@@ -62,9 +62,11 @@ def lstm_available() -> bool:
 
 
 # ------------------------------------------------------------------------------------ MLPs
-def tricklab_mlp(case: Case, rng: np.random.Generator) -> nn.Sequential:
+def tricklab_mlp(case: Case, rng: np.random.Generator, input_grad: bool = False) -> nn.Sequential:
     """The case's MLP. Its input is data (``input_grad=False``), as in the torch twin, whose input
-    does not require grad: neither side computes dLoss/dx for the first layer."""
+    does not require grad: neither side computes dLoss/dx for the first layer. ``input_grad=True``
+    is the model as a user builds it (Sequential's default), for the Trainer, which skips dLoss/dx
+    of its data itself."""
     act = ACTIVATIONS[case.activation][0]
     p_in, p_hidden = case.dropout
     layers: list[nn.Module] = [nn.Dropout(p_in, rng=rng)] if p_in else []
@@ -77,7 +79,7 @@ def tricklab_mlp(case: Case, rng: np.random.Generator) -> nn.Sequential:
             layers.append(act())
             if p_hidden:
                 layers.append(nn.Dropout(p_hidden, rng=rng))
-    return nn.Sequential(*layers, input_grad=False)
+    return nn.Sequential(*layers, input_grad=input_grad)
 
 
 def torch_mlp(model: nn.Sequential, activation: str) -> torch.nn.Sequential:
@@ -131,8 +133,9 @@ class TorchLastStep(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------ build
-def build(case: Case, rng: np.random.Generator):
-    """(tricklab model, tricklab loss, tricklab optimizer, torch model, torch optimizer)."""
+def build(case: Case, rng: np.random.Generator, input_grad: bool = False):
+    """(tricklab model, tricklab loss, tricklab optimizer, torch model, torch optimizer); ``input_grad``
+    as in :func:`tricklab_mlp` (the LSTM classifier always computes its input gradient)."""
     if case.kind == "lstm":
         from tricklab.nn.recurrent import LSTM
 
@@ -141,7 +144,7 @@ def build(case: Case, rng: np.random.Generator):
         twin = TorchLastStep(n_in, hidden, classes)
         twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     else:
-        model = tricklab_mlp(case, rng)
+        model = tricklab_mlp(case, rng, input_grad)
         twin = torch_mlp(model, case.activation)
     if case.mode == "infer":
         model.eval()

@@ -47,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--kernels", choices=("numba", "numpy"), default=None,
                    help="tricklab's elementwise kernels (sets TRICKLAB_KERNELS; default: numba if importable)")
     p.add_argument("--trainer", action="store_true",
-                   help="time tricklab through Trainer.train_epoch (adds its per-step finiteness checks)")
+                   help="time tricklab through the Trainer's per-batch work (train_step and the metric update) "
+                        "and, in the same rounds, the bare loop ('bare'); their ratio is the Trainer's overhead")
     p.add_argument("--warmup", type=int, default=20, help="untimed warm-up steps per side (default 20)")
     p.add_argument("--turn", type=int, default=20,
                    help="steps per turn when the sides alternate within an epoch (default 20; 0: whole epochs)")
@@ -91,6 +92,10 @@ def load_data(examples: int | None, seed: int = 0):
 # Each side's ``steps()`` is one epoch as a generator that yields after every step, so that the
 # sides can take turns within an epoch (see ``interleave``).
 class TricklabTrain:
+    """A tricklab epoch: the bare loop, or with ``trainer=True`` what ``Trainer.train_epoch`` does per
+    batch (``train_step``, whose finiteness checks and parameter-only backward it times, and the
+    metric update; the progress bar is off)."""
+
     def __init__(self, model, loss, opt, loader, trainer: bool = False):
         self.model, self.loss, self.opt, self.loader = model, loss, opt, loader
         self.trainer = None
@@ -100,8 +105,10 @@ class TricklabTrain:
             self.trainer = Trainer(model, loss, opt, progress=False, log=lambda msg: None)
 
     def step(self, xb, yb):
-        if self.trainer is not None:  # Trainer.train_epoch's step, with its finiteness checks
-            return self.trainer.train_step(xb, yb)
+        if self.trainer is not None:
+            value, _, out = self.trainer.train_step(xb, yb)
+            self.trainer.metrics.update(out, yb)
+            return value
         self.opt.zero_grad()
         out = self.model(xb)
         value = self.loss(out, yb)
@@ -245,25 +252,36 @@ def batch_sizes(n: int, batch: int) -> list[int]:
     return [min(batch, n - i) for i in range(0, n, batch)]
 
 
-def run_case(case, X, y, args) -> dict:
+def case_sides(case, X, y, trainer: bool = False) -> dict:
+    """The sides of a case: tricklab, torch, the floor and torch's floor; with ``trainer`` (training
+    cases) tricklab goes through the Trainer and "bare" is the bare loop on a second copy of the
+    model, same weights, dropout generators and minibatches. The Trainer's copy is built as a user
+    builds it (``input_grad=True``), the bare loop's with ``input_grad=False``."""
     from tricklab.data import DataLoader
 
     from .cases import build
 
-    rng = np.random.default_rng(0)
-    model, loss, opt, twin, topt = build(case, rng)
+    model, loss, opt, twin, topt = build(case, np.random.default_rng(0), input_grad=trainer)
     sizes = batch_sizes(len(X), case.batch_size)
-    floor = MatmulFloor(case, sizes, rng)
+    floor_rng = np.random.default_rng(2)
     if case.mode == "infer":
         sides = {"tricklab": TricklabInfer(model, X, case.batch_size),
                  "torch": TorchInfer(twin, X, case.batch_size)}
     else:
         sides = {"tricklab": TricklabTrain(model, loss, opt, DataLoader(X, y, case.batch_size, rng=1),
-                                           trainer=args.trainer),
-                 "torch": TorchTrain(twin, topt, DataLoader(X, y, case.batch_size, rng=1))}
-    sides.update(floor=floor, torch_floor=MatmulFloor(case, sizes, rng, torch=True))
+                                           trainer=trainer)}
+        if trainer:
+            bare, bare_loss, bare_opt, _, _ = build(case, np.random.default_rng(0))
+            sides["bare"] = TricklabTrain(bare, bare_loss, bare_opt, DataLoader(X, y, case.batch_size, rng=1))
+        sides["torch"] = TorchTrain(twin, topt, DataLoader(X, y, case.batch_size, rng=1))
+    sides.update(floor=MatmulFloor(case, sizes, floor_rng), torch_floor=MatmulFloor(case, sizes, floor_rng, torch=True))
+    return sides
+
+
+def run_case(case, X, y, args) -> dict:
+    sides = case_sides(case, X, y, trainer=args.trainer)
     times = interleave(sides, args.epochs, args.warmup, args.turn)
-    return summarize(case, times, floor.flops)
+    return summarize(case, times, sides["floor"].flops)
 
 
 def run_augment(case, X, y, images, args) -> dict:
@@ -312,6 +330,8 @@ def summarize(case, times: dict, floor_flops: float) -> dict:
         "torch_floor": _stats(times["torch_floor"]),
         "torch_floor_vs_floor": _stats([a / b for a, b in zip(times["torch_floor"], f)]),
         "floor_gflops": floor_flops / statistics.median(f) / 1e9,
+        **({"bare": _stats(times["bare"]), "trainer_vs_bare": _stats([a / b for a, b in zip(t, times["bare"])])}
+           if "bare" in times else {}),
     }
 
 
@@ -370,7 +390,9 @@ def markdown(env: dict, results: list[dict], aug: dict | None, memory: dict | No
         "BLAS (threadpoolctl): " + "; ".join(env["blas"]),
         "",
         f"Data: {meta['data']}, {meta['examples']} examples; {meta['epochs']} timed epochs per side, "
-        f"{meta['warmup']} warm-up steps; {'Trainer.train_epoch' if meta['trainer'] else 'zero_grad/forward/loss/backward/step loop'}.",
+        f"{meta['warmup']} warm-up steps; tricklab through " + ("the Trainer (train_step and the metric update; "
+                                                                 "the bare loop beside it)." if meta["trainer"] else
+                                                                 "the zero_grad/forward/loss/backward/step loop."),
         "",
         "| case | tricklab s/epoch | PyTorch s/epoch | floor s/epoch (GFLOP/s) | tricklab/PyTorch median (min) "
         "| tricklab/floor median (min) | PyTorch/floor median | torch's products/floor median |",
@@ -382,6 +404,12 @@ def markdown(env: dict, results: list[dict], aug: dict | None, memory: dict | No
             f"({r['floor_gflops']:.0f}) | {r['vs_torch']['median']:.2f} ({r['vs_torch']['min']:.2f}) "
             f"| {r['vs_floor']['median']:.2f} ({r['vs_floor']['min']:.2f}) | {r['torch_vs_floor']['median']:.2f} "
             f"| {r['torch_floor_vs_floor']['median']:.2f} |")
+    trained = [r for r in results if "trainer_vs_bare" in r]
+    if trained:
+        lines += ["", "| case | Trainer s/epoch | bare loop s/epoch | Trainer/bare median (min-max) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['case']} | {fmt(r['tricklab'])} | {fmt(r['bare'])} | {fmt(r['trainer_vs_bare'], 3)} |"
+                  for r in trained]
     if aug is not None:
         lines += ["", "| input pipeline (tricklab, mlp-bn-dropout) | s/epoch |", "|---|---|",
                   f"| plain epoch | {fmt(aug['plain'])} |",
@@ -437,7 +465,8 @@ def main(argv=None) -> int:
             results.append(run_case(case, X, y, args))
             r = results[-1]
             print(f"  tricklab {fmt(r['tricklab'])} s, torch {fmt(r['torch'])} s, floor {fmt(r['floor'])} s; "
-                  f"tricklab/torch {fmt(r['vs_torch'])}, tricklab/floor {fmt(r['vs_floor'])}", flush=True)
+                  f"tricklab/torch {fmt(r['vs_torch'])}, tricklab/floor {fmt(r['vs_floor'])}"
+                  + (f"; Trainer/bare {fmt(r['trainer_vs_bare'], 3)}" if "trainer_vs_bare" in r else ""), flush=True)
         if not args.no_augment and (args.cases == "all" or AUGMENT_CASE.name in wanted):
             print(f"[{AUGMENT_CASE.name}] {AUGMENT_CASE.title} ...", flush=True)
             aug = run_augment(AUGMENT_CASE, X, y, images, args)

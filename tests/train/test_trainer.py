@@ -35,7 +35,7 @@ def test_step_order_is_backward_then_clip_then_step(rng):
     model = nn.Sequential(nn.Linear(10, 3, rng=0))
     calls = []
     opt = optim.SGD(model.parameters(), lr=0.1)
-    original_step, original_backward = opt.step, model.backward
+    original_step, original_backward = opt.step, model.backward_parameters
 
     def backward(g):
         calls.append(("backward", model[0].weight.data.copy()))
@@ -45,7 +45,7 @@ def test_step_order_is_backward_then_clip_then_step(rng):
         calls.append(("step", np.abs(model[0].weight.grad).max()))
         return original_step()
 
-    model.backward, opt.step = backward, step
+    model.backward_parameters, opt.step = backward, step
     trainer = Trainer(model, nn.CrossEntropyLoss(), opt, clip_value=1e-3, progress=False, log=lambda m: None)
     w0 = model[0].weight.data.copy()
     trainer.train_step(X, y)
@@ -83,14 +83,14 @@ def test_exploding_gradients_are_caught(rng):
 def test_inf_gradient_is_caught_before_clipping_could_hide_it(rng):
     X, y = _task(rng, 32)
     model = nn.Sequential(nn.Linear(10, 3, rng=0))
-    original = model[0].backward
+    original = model[0].backward_parameters
 
     def backward(g):
         out = original(g)
         model[0].weight.grad[0, 0] = np.inf
         return out
 
-    model[0].backward = backward
+    model[0].backward_parameters = backward
     trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), clip_value=5.0,
                       clip_norm=1.0, progress=False, log=lambda m: None)
     w0 = model[0].weight.data.copy()
@@ -215,3 +215,133 @@ def test_classification_metric_refuses_regression_targets(rng):
     trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.01), progress=False, log=lambda m: None)
     with pytest.raises(ValueError, match=r"Accuracy: outputs of shape \(64, 2\) need integer classes"):
         trainer.evaluate((X, y))
+
+
+# ------------------------------------------------------------------ the step's own checks and backward
+def _arrays_to_check():
+    g = np.random.default_rng(0).standard_normal((1000, 1000)).astype(np.float32)
+    cases = {"finite": (g, True), "float64": (g.astype(np.float64), True),
+             "huge finite (sum of squares overflows)": (np.full_like(g, 3e38) * np.sign(g), True),
+             "non-contiguous": (g[:, ::2], True)}
+    for label, value in (("nan", np.nan), ("+inf", np.inf), ("-inf", -np.inf)):
+        for where in (0, g.size - 1):
+            bad = g.copy()
+            bad.flat[where] = value
+            cases[f"{label} at {where}"] = (bad, False)
+    both = np.full_like(g, 3e38)
+    both[0, 0], both[-1, -1] = np.inf, -np.inf  # a plain sum would give NaN; still caught
+    cases["huge with +inf and -inf"] = (both, False)
+    bad = g.copy()
+    bad[5, 6] = np.nan
+    cases["non-contiguous view with nan"] = (bad[:, ::2], False)
+    return cases
+
+
+@pytest.mark.parametrize("label", list(_arrays_to_check()))
+def test_finiteness_check_is_exact_and_allocates_no_array_of_the_inputs_size(label):
+    import tracemalloc
+
+    from tricklab.train.trainer import all_finite
+
+    a, expected = _arrays_to_check()[label]
+    assert np.isfinite(a).all() == expected  # the reference this check must agree with
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        got = all_finite(a)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got is expected
+    assert peak < a.nbytes / 64  # a boolean mask would be a.size bytes: a quarter of float32's nbytes
+
+
+def _two_layer():
+    return nn.Sequential(nn.Linear(10, 8, rng=0), nn.ReLU(), nn.Linear(8, 3, rng=1))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["model output", "loss", "0.weight", "0.bias", "2.weight", "2.bias"])
+def test_every_non_finite_value_stops_the_step_before_clipping_and_the_optimizer(where, value, rng):
+    X, y = _task(rng, 32)
+    target = np.eye(3, dtype=np.float32)[y]
+    model, loss = _two_layer(), nn.MSELoss()
+    if where == "model output":
+        X[7, 2] = value
+    elif where == "loss":  # a loss that overflowed (the loss itself refuses non-finite targets)
+        original_loss = loss.forward
+        loss.forward = lambda pred, d: original_loss(pred, d) + float(value)
+    else:
+        layer, name = where.split(".")
+        original = model[int(layer)].backward_parameters
+
+        def poisoned(g):
+            original(g)
+            getattr(model[int(layer)], name).grad.flat[-1] = value
+
+        model[int(layer)].backward_parameters = poisoned
+    clipped = []
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer = Trainer(model, loss, opt, clip_value=1.0, progress=False, log=lambda m: None)
+    original_clip = optim.clip_grad_value_
+    w0 = model.state_dict()
+    try:
+        optim.clip_grad_value_ = lambda *a: clipped.append(a)
+        what = "gradients" if "." in where else where
+        with pytest.raises(NonFiniteError, match=f"non-finite {what} at epoch 1, step 1; training stopped"):
+            trainer.train_step(X, target)
+    finally:
+        optim.clip_grad_value_ = original_clip
+    assert clipped == [] and trainer.step_count == 0
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, w0[k], err_msg=k)
+
+
+def test_huge_finite_gradients_are_not_a_false_alarm(rng):
+    """1e38 in every entry of a float32 gradient: its sum and its sum of squares overflow, it does not."""
+    X, y = _task(rng, 16)
+    model = nn.Sequential(nn.Linear(10, 3, rng=0))
+    original = model[0].backward_parameters
+
+    def huge(g):
+        original(g)
+        model[0].weight.grad[...] = np.float32(1e38)
+
+    model[0].backward_parameters = huge
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=1e-3), progress=False,
+                      log=lambda m: None)
+    w0 = model[0].weight.data.copy()
+    trainer.train_step(X, y)
+    assert trainer.step_count == 1
+    np.testing.assert_array_equal(model[0].weight.data, w0 - np.float32(1e-3) * np.float32(1e38))
+
+
+def test_trainer_computes_no_input_gradient_and_the_same_parameter_gradients(rng):
+    """The Trainer's input is data: the first layer's dLoss/dx is never formed, the weights are bit for bit
+    those of the loop ``model.backward(loss.backward())``, and the model's own ``input_grad`` is left as it was."""
+    X, y = _task(rng, 256)
+
+    def model():
+        return nn.Sequential(nn.Dropout(0.1, rng=5), *_model())
+
+    ours, bare = model(), model()
+    first_backward = []
+    original = ours[1].backward
+    ours[1].backward = lambda g: first_backward.append(1) or original(g)
+    opt_ours, opt_bare = (optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (ours, bare))
+    trainer = Trainer(ours, nn.CrossEntropyLoss(), opt_ours, progress=False, log=lambda m: None)
+    loss = nn.CrossEntropyLoss()
+    bare.train()
+    ours.train()
+    for xb, yb in DataLoader(X, y, 64, rng=6):
+        trainer.train_step(xb, yb)
+        opt_bare.zero_grad()
+        loss(bare(xb), yb)
+        bare.backward(loss.backward())
+        opt_bare.step()
+    assert first_backward == []
+    for k, v in bare.state_dict().items():
+        np.testing.assert_array_equal(ours.state_dict()[k], v, err_msg=k)
+    assert ours.input_grad is True
+    loss(ours(X[:8]), y[:8])
+    assert ours.backward(loss.backward()).shape == (8, 10)

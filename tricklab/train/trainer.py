@@ -3,7 +3,7 @@
 One step on a minibatch (x, d), in the order the lecture insists on::
 
     y = model(x);  L = Loss(y, d)             forward
-    model.backward(dL/dy)                     every layer's gradient, weights untouched
+    model.backward_parameters(dL/dy)          every parameter's gradient, weights untouched
     clip gradients (value or norm)            optional
     optimizer.step(); constraints(model)      only now do weights change (then e.g. max-norm)
 
@@ -37,6 +37,26 @@ from .metrics import Accuracy
 
 class NonFiniteError(RuntimeError):
     """Training produced NaN or infinity; nothing was written from that step on."""
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every entry of ``a`` is finite, decided without a temporary array of a's size.
+
+    The sum of squares s = sum_i a_i^2 (one BLAS dot product of the flat view with itself) is
+    finite only if every a_i is: inf^2 = inf, NaN^2 = NaN, and no sum with an inf or NaN term is
+    finite. So a finite s settles it in one pass. A non-finite s may also be an overflow of finite
+    entries (|a_i| > 2^64 in float32), so then max_i a_i and min_i a_i decide: NaN and inf make them
+    non-finite and they never overflow. Unlike a plain sum (finite entries near 1e38 overflow it,
+    and +inf with -inf cancels to NaN), this never calls a finite array non-finite.
+    """
+    if a.size == 0:
+        return True
+    if a.flags.c_contiguous:  # a non-contiguous flat view would be a copy
+        flat = a.reshape(-1)
+        with np.errstate(over="ignore"):  # an overflow here is expected and decided below
+            if math.isfinite(np.dot(flat, flat)):
+                return True
+    return math.isfinite(np.maximum.reduce(a, axis=None)) and math.isfinite(np.minimum.reduce(a, axis=None))
 
 
 def model_generators(model: Module) -> dict[str, np.random.Generator]:
@@ -107,21 +127,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """Forward, full backward, clip, step. Returns (loss, penalty, model output)."""
+        """Forward, the whole backward pass, clip, step. Returns (loss, penalty, model output).
+
+        The minibatch is data, so the backward pass is ``model.backward_parameters`` (as
+        ``Sequential(..., input_grad=False)``): every parameter's gradient, bit for bit those of
+        ``model.backward``, without the first layer's dLoss/dx; the model's own ``input_grad`` is
+        left as it is. Output, loss and every gradient are checked finite before clipping and the
+        optimizer step (:func:`all_finite`, which allocates nothing of the arrays' size).
+        """
         self.optimizer.zero_grad()
         try:
             out = self.model(xb)
         except FloatingPointError:  # batch norm refuses a NaN or inf before its statistics take it in
             self._fail("model output")
-        if not np.all(np.isfinite(out)):
+        if not all_finite(np.asarray(out)):
             self._fail("model output")
         value = self.loss(out, yb)
         penalty = activity_penalty(self.model)
         if not math.isfinite(value + penalty):
             self._fail("loss")
-        self.model.backward(self.loss.backward())
+        self.model.backward_parameters(self.loss.backward())  # the input is data: no dLoss/dx
         params = list(self.model.parameters())
-        if not all(np.isfinite(p.grad).all() for p in params):  # before clipping could hide an inf
+        if not all(all_finite(p.grad) for p in params):  # before clipping could hide an inf
             self._fail("gradients")
         if self.clip_value:
             optim.clip_grad_value_(params, self.clip_value)
