@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tricklab import nn, optim
+from tricklab import export, nn, optim
 
 ACTIVATIONS = {"relu": (nn.ReLU, torch.nn.ReLU), "sigmoid": (nn.Sigmoid, torch.nn.Sigmoid)}
 BIG = (784, 1024, 1024, 1024, 10)
@@ -20,7 +20,10 @@ SMALL = (784, 100, 100, 100, 10)
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmarked network. ``kind`` is "mlp" or "lstm"; ``mode`` "train" or "infer"."""
+    """One benchmarked network. ``kind`` is "mlp", "lstm" or "conv" (``net`` one of CONV_NETS, on
+    (1, 28, 28) images); ``mode`` "train" or "infer". ``examples`` caps the examples of an epoch
+    (the conv nets' epochs are long); ``fold``: tricklab runs ``nn.fold_batchnorm`` of the model
+    while the torch twin keeps its batch norm layers (torch's eager eval, as a torch user runs it)."""
 
     name: str
     title: str
@@ -33,6 +36,9 @@ class Case:
     batch_size: int = 128
     mode: str = "train"
     augment: bool = False
+    net: str = ""
+    examples: int | None = None
+    fold: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -48,6 +54,20 @@ CASES = [
          kind="lstm", sizes=(28, 128, 10), optimizer="adam"),
     Case("inference", "eval mode, 784-1024x3-10 with batch norm and dropout, batch 1024 (one pass over the data)",
          batch_norm=True, dropout=(0.2, 0.5), batch_size=1024, mode="infer"),
+    Case("inference-folded", "the inference case with tricklab's batch norm folded into the Linear layers "
+         "(nn.fold_batchnorm; torch's twin unfolded)", batch_norm=True, dropout=(0.2, 0.5), batch_size=1024,
+         mode="infer", fold=True),
+    Case("lenet", "LeNet-5-style conv net on 28x28, SGD momentum, batch 128 (first 10,000 examples)",
+         kind="conv", net="lenet", examples=10_000),
+    Case("lenet-inference", "LeNet-5-style conv net, eval mode, batch 128 (first 10,000 examples)",
+         kind="conv", net="lenet", examples=10_000, mode="infer"),
+    Case("vgg-small", "4 x (3x3 conv, batch norm, ReLU) of 32-64 channels, 2 max-pools, Linear head, "
+         "SGD momentum, batch 128 (first 5,000 examples)", kind="conv", net="vgg-small", examples=5_000),
+    Case("vgg-small-inference", "vgg-small in eval mode, batch 128 (first 5,000 examples)",
+         kind="conv", net="vgg-small", examples=5_000, mode="infer"),
+    Case("vgg-small-inference-folded", "vgg-small in eval mode with tricklab's batch norm folded into the "
+         "convolutions (torch's twin unfolded), batch 128 (first 5,000 examples)",
+         kind="conv", net="vgg-small", examples=5_000, mode="infer", fold=True),
 ]
 AUGMENT_CASE = Case("mlp-bn-dropout-augmented", "mlp-bn-dropout with rotation +-10 deg and shifts +-2 px",
                     batch_norm=True, dropout=(0.2, 0.5), augment=True)
@@ -99,13 +119,68 @@ def torch_mlp(model: nn.Sequential, activation: str) -> torch.nn.Sequential:
     return twin
 
 
+# ------------------------------------------------------------------------------------ conv nets
+def lenet(rng: np.random.Generator) -> list[nn.Module]:
+    """LeNet-5 on 28x28 (LeCun et al. 1998, with ReLU and max-pooling, as torch's tutorial): conv 5x5
+    to 6 channels (padding 2), pool, conv 5x5 to 16, pool, then 400-120-84-10."""
+    return [nn.Conv2d(1, 6, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120, rng=rng), nn.ReLU(), nn.Linear(120, 84, rng=rng), nn.ReLU(), nn.Linear(84, 10, rng=rng)]
+
+
+def vgg_small(rng: np.random.Generator) -> list[nn.Module]:
+    """Two VGG blocks (Simonyan & Zisserman 2015) of two 3x3 conv-BN-ReLU layers, 32 then 64
+    channels, each block ending in a 2x2 max-pool (28 -> 14 -> 7), then Linear(64*7*7, 10)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((1, 32), (32, 32), (32, 64), (64, 64)):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, rng=rng), nn.BatchNorm2d(c_out), nn.ReLU()]
+        if c_out == c_in:
+            layers.append(nn.MaxPool2d(2))
+    return layers + [nn.Flatten(), nn.Linear(64 * 7 * 7, 10, rng=rng)]
+
+
+CONV_NETS = {"lenet": lenet, "vgg-small": vgg_small}
+IMAGE = (1, 28, 28)
+
+
+def tricklab_conv(case: Case, rng: np.random.Generator, input_grad: bool = False) -> nn.Sequential:
+    """The case's conv net; its input is data, as for the MLPs (see :func:`tricklab_mlp`)."""
+    return nn.Sequential(*CONV_NETS[case.net](rng), input_grad=input_grad)
+
+
+def layer_products(model: nn.Sequential, input_shape: tuple[int, ...], batch: int, train: bool):
+    """The matrix products of ``model``'s Linear and Conv2d layers on ``batch`` examples of
+    ``input_shape``, as the layers lay them out: a Linear layer's x W^T ("nt"), g W ("nn") and
+    g^T x ("tn"); a Conv2d's (groups 1) W X ("nn") with the (C kh kw, N H' W') columns X,
+    Gy X^T ("nt") and W^T Gy ("tn")."""
+    out, shape = [], tuple(input_shape)
+    for layer in model:
+        next_shape = layer.output_shape(shape)
+        if isinstance(layer, nn.Linear):
+            k, m = layer.in_features, layer.out_features
+            out.append(((batch, k), (k, m), "nt"))
+            if train:
+                out += [((batch, m), (m, k), "nn"), ((m, batch), (batch, k), "tn")]
+        elif isinstance(layer, nn.Conv2d):
+            o, k, n = layer.out_channels, layer.weight.data[0].size, batch * next_shape[1] * next_shape[2]
+            out.append(((o, k), (k, n), "nn"))
+            if train:
+                out += [((o, n), (n, k), "nt"), ((k, o), (o, n), "tn")]
+        shape = next_shape
+    return out
+
+
 # ------------------------------------------------------------------------------------ LSTM
 class LastStepClassifier(nn.Module):
-    """Rows of a 28x28 image as 28 time steps; the LSTM's last output goes through a Linear layer."""
+    """Rows of a 28x28 image as 28 time steps; the LSTM's last output goes through a Linear layer.
 
-    def __init__(self, lstm, head: nn.Linear):
+    ``input_grad=False`` as in Sequential: the input is data, so backward skips dLoss/dx (the LSTM's
+    first-layer product dLoss/da W_ih), as the torch twin does for an input without requires_grad."""
+
+    def __init__(self, lstm, head: nn.Linear, input_grad: bool = False):
         super().__init__(dtype=lstm.dtype)
         self.lstm, self.head = lstm, head
+        self.input_grad = bool(input_grad)
         self._shape = None
 
     def forward(self, x):
@@ -115,9 +190,17 @@ class LastStepClassifier(nn.Module):
         return self.head(out[:, -1])
 
     def backward(self, grad_output):
+        if not self.input_grad:
+            return self.backward_parameters(grad_output)
+        return self.lstm.backward(self._grad_sequence(grad_output))
+
+    def backward_parameters(self, grad_output) -> None:
+        self.lstm.backward_parameters(self._grad_sequence(grad_output))
+
+    def _grad_sequence(self, grad_output) -> np.ndarray:
         g_out = np.zeros(self._saved("_shape"), dtype=self.dtype)
         g_out[:, -1] = self.head.backward(grad_output)
-        return self.lstm.backward(g_out)
+        return g_out
 
 
 class TorchLastStep(torch.nn.Module):
@@ -135,20 +218,25 @@ class TorchLastStep(torch.nn.Module):
 # ------------------------------------------------------------------------------------ build
 def build(case: Case, rng: np.random.Generator, input_grad: bool = False):
     """(tricklab model, tricklab loss, tricklab optimizer, torch model, torch optimizer); ``input_grad``
-    as in :func:`tricklab_mlp` (the LSTM classifier always computes its input gradient)."""
+    as in :func:`tricklab_mlp` and :class:`LastStepClassifier`."""
     if case.kind == "lstm":
         from tricklab.nn.recurrent import LSTM
 
         n_in, hidden, classes = case.sizes
-        model = LastStepClassifier(LSTM(n_in, hidden, rng=rng), nn.Linear(hidden, classes, rng=rng))
+        model = LastStepClassifier(LSTM(n_in, hidden, rng=rng), nn.Linear(hidden, classes, rng=rng), input_grad)
         twin = TorchLastStep(n_in, hidden, classes)
         twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    elif case.kind == "conv":
+        model = tricklab_conv(case, rng, input_grad)
+        twin = export.to_torch(model)
     else:
         model = tricklab_mlp(case, rng, input_grad)
         twin = torch_mlp(model, case.activation)
     if case.mode == "infer":
         model.eval()
         twin.eval()
+        if case.fold:
+            model = nn.fold_batchnorm(model)
     if case.optimizer == "adam":
         opt, topt = optim.Adam(model.parameters(), lr=1e-3), torch.optim.Adam(twin.parameters(), lr=1e-3)
     else:
@@ -173,6 +261,8 @@ def products(case: Case, batch: int) -> list[tuple[tuple[int, int], tuple[int, i
                 + [((batch, G), (G, H), "nn")] * T
                 + [((G, T * batch), (T * batch, n_in), "tn"), ((G, T * batch), (T * batch, H), "tn"),
                    ((T * batch, G), (G, n_in), "nn")])
+    if case.kind == "conv":
+        return layer_products(tricklab_conv(case, np.random.default_rng(0)), IMAGE, batch, case.mode == "train")
     out = []
     for n_in, n_out in zip(case.sizes[:-1], case.sizes[1:]):
         out.append(((batch, n_in), (n_in, n_out), "nt"))

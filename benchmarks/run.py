@@ -155,12 +155,18 @@ class LoaderOnly:
 
 
 class TricklabInfer:
+    """Eval forwards in ``nn.inference_mode`` (nothing kept for backward, reused output arrays), as
+    the torch side runs in ``torch.inference_mode``."""
+
     def __init__(self, model, X, batch):
         self.model, self.X, self.batch = model.eval(), X, batch
 
     def steps(self):
+        from tricklab.nn import inference_mode
+
         for i in range(0, len(self.X), self.batch):
-            self.model(self.X[i:i + self.batch])
+            with inference_mode():
+                self.model(self.X[i:i + self.batch])
             yield
 
 
@@ -259,8 +265,12 @@ def case_sides(case, X, y, trainer: bool = False) -> dict:
     builds it (``input_grad=True``), the bare loop's with ``input_grad=False``."""
     from tricklab.data import DataLoader
 
-    from .cases import build
+    from .cases import IMAGE, build
 
+    if case.examples:
+        X, y = X[:case.examples], y[:case.examples]
+    if case.kind == "conv":
+        X = X.reshape(len(X), *IMAGE)
     model, loss, opt, twin, topt = build(case, np.random.default_rng(0), input_grad=trainer)
     sizes = batch_sizes(len(X), case.batch_size)
     floor_rng = np.random.default_rng(2)
