@@ -172,7 +172,7 @@ def test_extending_keeps_the_early_stopping_state(tmp_path):
     assert 3 <= stopped < 30, "the configuration must stop early, some epochs after the start"
     train_run(config.set_key(cfg, "train.epochs", stopped - 1), tmp_path / "extended", **QUIET)
     state = json.loads((tmp_path / "extended" / "checkpoints" / f"ckpt-{stopped - 1:06d}.json").read_text())
-    assert state["state"]["early_stopping"]["wait"] >= 1  # part-way into its patience when extended
+    assert state["state"]["callbacks"]["EarlyStopping"]["wait"] >= 1  # part-way into its patience when extended
     train_run(cfg, tmp_path / "extended", resume=True, **QUIET)
     _same_run(tmp_path / "scratch", tmp_path / "extended")
 

@@ -63,7 +63,9 @@ class LRScheduler:
             group["lr"] = lr
         self._last_lr = self._current_lrs()
 
-    def step(self) -> None:
+    def step(self, metrics: float | None = None) -> None:
+        """Advance one epoch (or step). ``metrics`` is accepted and ignored, so that a trainer can
+        step every scheduler alike; :class:`ReduceLROnPlateau` is the one that reads it."""
         self.last_epoch += 1
         self._set_lrs(self.get_lr())
 
@@ -250,7 +252,7 @@ class SequentialLR(LRScheduler):
         schedulers[0].step()
         self._last_lr = schedulers[0].get_last_lr()
 
-    def step(self) -> None:
+    def step(self, metrics: float | None = None) -> None:
         self.last_epoch += 1
         i = bisect_right(self.milestones, self.last_epoch)
         scheduler = self.schedulers[i]
@@ -336,8 +338,11 @@ class ReduceLROnPlateau:
             return a < (best * (1.0 - thr) if rel else best - thr)
         return a > (best * (thr + 1.0) if rel else best + thr)
 
-    def step(self, metric: float) -> None:
-        current = float(metric)
+    def step(self, metrics: float | None = None) -> None:
+        """One epoch with the monitored value ``metrics`` (e.g. the validation loss); required."""
+        if metrics is None:
+            raise ValueError("ReduceLROnPlateau.step needs the monitored value: step(metrics=val_loss)")
+        current = float(metrics)
         self.last_epoch += 1
         if self._is_better(current):
             self.best, self.num_bad_epochs = current, 0

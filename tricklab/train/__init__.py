@@ -1,9 +1,13 @@
-"""Training: the loop with validation, metrics and early stopping, crash-safe checkpoints, exact resume."""
+"""Training: the loop with validation, metrics, callbacks (early stopping, checkpoints, logs), exact resume."""
 
 from .checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from .early_stopping import EarlyStopping
 from .metrics import Accuracy, Regression, metrics_for
-from .trainer import NonFiniteError, Trainer, model_generators, write_history
+from .callbacks import Callback, Checkpoint, EpochLog, HistoryFiles, LambdaCallback, ProgressBar, StepSchedulers
+from .evaluate import evaluate
+from .history import read_history, write_history
+from .trainer import NonFiniteError, Trainer, model_generators
 
-__all__ = ["Trainer", "EarlyStopping", "Accuracy", "Regression", "metrics_for", "NonFiniteError", "CheckpointError",
+__all__ = ["Trainer", "Callback", "LambdaCallback", "StepSchedulers", "ProgressBar", "EpochLog", "HistoryFiles",
+           "Checkpoint", "evaluate", "read_history", "EarlyStopping", "Accuracy", "Regression", "metrics_for", "NonFiniteError", "CheckpointError",
            "save_checkpoint", "load_checkpoint", "load_latest", "model_generators", "write_history"]

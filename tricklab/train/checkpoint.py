@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes  # noqa: F401  (re-exported for older imports)
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{6})\.json$")
 
@@ -72,32 +74,6 @@ def _key(k):
 
 
 # ---------------------------------------------------------------------------- files
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
-
-    A write that fails (full disk, read-only folder) removes its temporary file and raises.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # a folder that refuses even this: the original error says why
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
     """Write ``state`` as checkpoint number ``step`` in ``directory``; keep the newest ``keep``."""
     directory = Path(directory)

@@ -48,6 +48,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .callbacks import Callback
+
 CRITERIA = ("patience", "GL", "PQ", "UP")
 SCORES = ("accuracy", "r2")  # higher is better, at most 1: watched as 1 - score
 
@@ -64,8 +66,14 @@ def monitored_metric(monitor: str) -> tuple[str, bool]:
     return name, name in SCORES
 
 
-class EarlyStopping:
-    """Decide after every epoch whether to stop; remember the best epoch.
+class EarlyStopping(Callback):
+    """Decide after every epoch whether to stop; remember the best epoch (and its weights).
+
+    As a callback of the :class:`~tricklab.train.Trainer` it reads its monitored value from the
+    epoch's logs (``train_<m>`` and ``val_<m>``; epochs without validation data are not counted),
+    keeps a copy of the best epoch's weights when ``restore_best``, sets ``trainer.stop_training``
+    when a rule fires, and loads the best weights back when training ends. Its state, the best
+    weights included, is in every checkpoint.
 
     ``update(epoch, train_loss, val_loss)`` returns True when training should stop; then
     ``stopped_epoch`` is that epoch and ``stop_reason`` says why. The best epoch is the one with
@@ -109,6 +117,7 @@ class EarlyStopping:
         self.ups = 0
         self.stopped_epoch: int | None = None
         self.stop_reason: str | None = None
+        self.best_weights: dict | None = None
 
     @property
     def quantity(self) -> str:
@@ -197,9 +206,42 @@ class EarlyStopping:
             return f"UP: the {self.quantity} rose in {self.ups} successive strips of {self.strip} epochs"
         return None
 
+    # ------------------------------------------------------------------ as a callback
+    def on_train_begin(self, logs):
+        names = self.trainer.monitor_names()
+        if self.monitor not in names:
+            raise ValueError(f"early stopping monitor {self.monitor!r} is not reported by this run "
+                             f"({type(self.trainer.metrics).__name__}); available: {', '.join(names)}")
+        if self.stopped_epoch is not None:  # a resumed run that had stopped trains no further
+            self.trainer.stop_training = True
+
+    def monitored(self, logs: dict) -> tuple[float, float]:
+        """(E_tr, E_va) of an epoch's logs: the monitored metric, as 1 - score for accuracy and r2."""
+        metric, score = monitored_metric(self.monitor)
+        train, val = logs[f"train_{metric}"], logs[f"val_{metric}"]
+        return (1.0 - train, 1.0 - val) if score else (train, val)
+
+    def on_epoch_end(self, epoch, logs):
+        if "val_loss" not in logs:
+            return
+        stopped = self.update(epoch + 1, *self.monitored(logs))
+        if self.restore_best and self.best_epoch == epoch + 1:
+            self.best_weights = self.trainer.model.state_dict()
+        if stopped:
+            self.trainer.stop_training = True
+            self.trainer.log(f"early stopping at epoch {epoch + 1}: {self.stop_reason}")
+
+    def on_train_end(self, logs):
+        if self.restore_best and self.best_weights is not None:
+            self.trainer.model.load_state_dict(self.best_weights)
+            self.trainer.log(f"restored the weights of epoch {self.best_epoch} "
+                             f"(best {self.quantity} {self.best_loss:.4f})")
+
+    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Every attribute, lists copied: a snapshot from which ``load_state_dict`` resumes exactly."""
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in vars(self).items()}
+        """Every attribute (the best weights too), lists copied: a snapshot from which
+        ``load_state_dict`` resumes exactly."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in vars(self).items() if k != "trainer"}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():

@@ -8,16 +8,15 @@ One step on a minibatch (x, d), in the order the lecture insists on::
     optimizer.step(); constraints(model)      only now do weights change (then e.g. max-norm)
 
 After every epoch the model is scored on the validation data (the loss and the metrics of
-:mod:`tricklab.train.metrics`), the history and logs grow, early stopping decides, and a checkpoint
-with the whole training state is written atomically, so that a run killed at any moment resumes
-from the last epoch and ends with the very same weights.
+:mod:`tricklab.train.metrics`) and the history grows by one row. Everything else is a callback
+(:mod:`tricklab.train.callbacks`, Keras' hook names): the schedulers' steps, the progress bar and
+the epoch's log line, early stopping with its best weights, the history files, and the checkpoint
+with the whole training state, written atomically after every epoch, so that a run killed at any
+moment resumes from the last epoch and ends with the very same weights.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import sys
 import time
@@ -30,8 +29,11 @@ from .. import optim
 from ..nn.activity import activity_penalty
 from ..nn.module import Module
 from ..nn.normalization import _BatchNorm, recompute_batchnorm_statistics
-from .checkpoint import atomic_write_bytes, load_latest, save_checkpoint
-from .early_stopping import EarlyStopping, monitored_metric
+from .callbacks import Callback, CallbackList, Checkpoint, EpochLog, HistoryFiles, ProgressBar, StepSchedulers
+from .checkpoint import load_latest, save_checkpoint
+from .early_stopping import EarlyStopping
+from .evaluate import evaluate
+from .history import write_history
 from .metrics import Accuracy
 
 
@@ -69,26 +71,17 @@ def model_generators(model: Module) -> dict[str, np.random.Generator]:
     return gens
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
-    enabled = sys.stderr.isatty() if enabled is None else enabled
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
 class Trainer:
     """Train ``model`` on minibatches with ``loss`` and ``optimizer``; evaluate; checkpoint; resume.
 
     Args:
         scheduler: a learning-rate scheduler or a list of them (chained, e.g. a warm-up and a decay),
-            stepped once per epoch (``scheduler_interval="epoch"``,
-            ``ReduceLROnPlateau`` gets the validation loss) or once per step (``"step"``).
+            stepped once per epoch (``scheduler_interval="epoch"``, each gets ``step(metrics=val_loss)``)
+            or once per step (``"step"``), by the :class:`StepSchedulers` callback.
         clip_value / clip_norm: gradient clipping by value (the lecture's ceiling theta) or by norm.
         constraints: callables ``c(model)`` applied after every optimizer step (max-norm).
-        early_stopping: an :class:`EarlyStopping`, or None to train all epochs; its ``monitor``
-            must be one this run reports (``monitor_names``), checked when ``fit`` starts.
+        early_stopping: an :class:`EarlyStopping` (a callback), or None to train all epochs; its
+            ``monitor`` must be one this run reports (``monitor_names``), checked when ``fit`` starts.
         metrics: a streamed metric (:mod:`tricklab.train.metrics`, e.g. ``metrics_for("mse")``);
             None is :class:`Accuracy`. The history gets ``train_<name>`` and ``val_<name>`` for
             each of its ``names``; the training values are taken in train mode on the outputs of
@@ -97,6 +90,8 @@ class Trainer:
             minibatches with the final weights) or "running" (keep the running averages).
         run_dir: where checkpoints, history.csv and history.jsonl go (None: nothing is written).
         generators: further random generators to checkpoint (the data loader's, by name).
+        callbacks: further :class:`~tricklab.train.Callback` instances for every ``fit`` (``fit``
+            takes more); their state is checkpointed.
     """
 
     def __init__(self, model: Module, loss: Module, optimizer, scheduler=None, scheduler_interval: str = "epoch",
@@ -104,9 +99,8 @@ class Trainer:
                  constraints: Iterable[Callable[[Module], None]] = (), early_stopping: EarlyStopping | None = None,
                  bn_statistics: str = "recompute", run_dir: str | Path | None = None,
                  generators: dict[str, np.random.Generator] | None = None, progress: bool | None = None,
-                 extra_state: dict | None = None, log: Callable[[str], None] | None = None, metrics=None):
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+                 extra_state: dict | None = None, log: Callable[[str], None] | None = None, metrics=None,
+                 callbacks: Iterable[Callback] = ()):
         if bn_statistics not in ("recompute", "running"):
             raise ValueError(f"bn_statistics must be 'recompute' or 'running', got {bn_statistics!r}")
         self.model, self.loss, self.optimizer = model, loss, optimizer
@@ -117,13 +111,18 @@ class Trainer:
         self.bn_statistics = bn_statistics
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.generators = {**model_generators(model), **(generators or {})}
-        self.progress, self.extra_state = progress, dict(extra_state or {})
+        self.extra_state = dict(extra_state or {})
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.history: list[dict] = []
         self.epoch = 0
         self.step_count = 0
-        self.best_state: dict | None = None
+        self.steps_per_epoch: int | None = None
+        self.stop_training = False
         self.last_checkpoint: Path | None = None
+        builtin = [StepSchedulers(self.schedulers, scheduler_interval), ProgressBar(progress),
+                   EpochLog(self.log, self.metrics.names)]
+        self.callbacks = CallbackList(builtin + [early_stopping] * (early_stopping is not None) + list(callbacks), self)
+        self._pending_state: dict[str, dict] = {}  # checkpointed state of callbacks that fit() will bring
 
     # ------------------------------------------------------------------ one step
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -157,9 +156,6 @@ class Trainer:
         self.optimizer.step()
         for constraint in self.constraints:
             constraint(self.model)
-        if self.scheduler_interval == "step":
-            for scheduler in self.schedulers:
-                scheduler.step()
         self.step_count += 1
         return value, penalty, out
 
@@ -168,107 +164,93 @@ class Trainer:
         last = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
         raise NonFiniteError(f"non-finite {what} at {where}; training stopped ({last})")
 
-    def train_epoch(self, loader) -> dict:
+    def train_epoch(self, loader, callbacks: CallbackList | None = None) -> dict:
+        """One pass over ``loader``; returns the epoch's training loss, penalty and metrics.
+
+        ``callbacks`` get ``on_batch_begin``/``on_batch_end`` around every step (only those that
+        override them are called: none costs nothing); ``stop_training`` ends the epoch early.
+        """
+        cbs = self.callbacks if callbacks is None else callbacks
+        begin, end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
         self.model.train()
         self.metrics.reset()
         total = penalty_total = count = 0.0
-        bar = _progress(len(loader), f"epoch {self.epoch + 1}", self.progress)
-        for xb, yb in loader:
+        for batch, (xb, yb) in enumerate(loader):
+            n = len(yb)
+            if begin:
+                cbs.on_batch_begin(batch, {"batch": batch, "size": n})
             value, penalty, out = self.train_step(xb, yb)
             self.metrics.update(out, yb)
-            n = len(yb)
             total, penalty_total, count = total + value * n, penalty_total + penalty * n, count + n
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        if bar is not None:
-            bar.close()
+            if end:
+                cbs.on_batch_end(batch, {"batch": batch, "size": n, "loss": value, "penalty": penalty})
+            if self.stop_training:
+                break
         scores = {f"train_{k}": v for k, v in self.metrics.compute().items()}
         return {"train_loss": total / count, "train_penalty": penalty_total / count, **scores}
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int = 1024) -> dict:
-        """Mean loss and the metrics of the model in eval mode on ``(X, y)`` or on a loader.
-
-        Returns ``{"loss": ..., **metrics.compute()}``, e.g. loss and accuracy, or loss, rmse and r2.
-        """
-        self.model.eval()
-        self.metrics.reset()
-        batches = _batches(data, batch_size)
-        total = count = 0.0
-        for xb, yb in batches:
-            out = self.model(xb)
-            total += self.loss(out, yb) * len(yb)
-            self.metrics.update(out, yb)
-            count += len(yb)
-        if count == 0:
-            raise ValueError("evaluate: the data set is empty")
-        return {"loss": total / count, **self.metrics.compute()}
+        """Mean loss and the metrics of the model in eval mode on ``(X, y)`` or on a loader
+        (:func:`tricklab.train.evaluate` with this run's loss and metrics)."""
+        return evaluate(self.model, self.loss, data, self.metrics, batch_size)
 
     def monitor_names(self) -> tuple[str, ...]:
         """The early-stopping monitors this run reports: loss, val_loss, val_<metric>, error if accuracy."""
         names = ("loss", "val_loss", *(f"val_{name}" for name in self.metrics.names))
         return names + ("error", "val_error") if "accuracy" in self.metrics.names else names
 
-    def _check_monitor(self) -> None:
-        monitor = self.early_stopping.monitor
-        if monitor not in self.monitor_names():
-            raise ValueError(f"early stopping monitor {monitor!r} is not reported by this run "
-                             f"({type(self.metrics).__name__}); available: {', '.join(self.monitor_names())}")
-
-    def _monitored(self, row: dict) -> tuple[float, float]:
-        """(E_tr, E_va) for early stopping: the monitored metric, as 1 - score for accuracy and r2."""
-        metric, score = monitored_metric(self.early_stopping.monitor)
-        train, val = row[f"train_{metric}"], row[f"val_{metric}"]
-        return (1.0 - train, 1.0 - val) if score else (train, val)
-
     # ------------------------------------------------------------------ the loop
-    def fit(self, train_loader, val=None, epochs: int = 10, bn_batches=None) -> list[dict]:
-        """Train until ``epochs`` or early stopping; returns the history (one dict per epoch).
+    def fit(self, train_loader, val=None, epochs: int = 10, bn_batches=None, callbacks: Iterable[Callback] = ()) -> list[dict]:
+        """Train until ``epochs``, early stopping or a callback's ``stop_training``; returns the history
+        (one dict per epoch).
 
-        ``bn_batches`` are the training minibatches (no augmentation) over which the batch-norm
-        statistics are recomputed at the end; by default the training loader's own batches.
+        ``callbacks`` join the trainer's own for this fit (see :mod:`tricklab.train.callbacks` for
+        the order); with a ``run_dir`` the checkpoint and the history files are written after every
+        epoch, after every other callback. ``bn_batches`` are the training minibatches (no
+        augmentation) over which the batch-norm statistics are recomputed at the end; by default
+        the training loader's own batches.
         """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        if self.early_stopping is not None:
-            self._check_monitor()
-        stopped = self.early_stopping is not None and self.early_stopping.stopped_epoch is not None
-        while self.epoch < epochs and not stopped:
+        cbs = self._callbacks_for_fit(callbacks)
+        self.stop_training = False
+        self.steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
+        cbs.on_train_begin({})
+        while self.epoch < epochs and not self.stop_training:
+            cbs.on_epoch_begin(self.epoch, {"epoch": self.epoch + 1})
             start = time.perf_counter()
-            row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader)}
+            row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader, cbs)}
             if val is not None:
                 row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
             row["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            if self.scheduler_interval == "epoch":
-                self._step_schedulers(row.get("val_loss", row["train_loss"]))
-            if self.early_stopping is not None and val is not None:
-                stopped = self.early_stopping.update(self.epoch + 1, *self._monitored(row))
-                if self.early_stopping.best_epoch == self.epoch + 1:
-                    self.best_state = self.model.state_dict()
             row["seconds"] = time.perf_counter() - start
             self.history.append(row)
             self.epoch += 1
-            self._report(row)
-            if stopped:
-                self.log(f"early stopping at epoch {row['epoch']}: {self.early_stopping.stop_reason}")
-            self.save()
+            cbs.on_epoch_end(self.epoch - 1, row)
+        cbs.on_train_end(self.history[-1] if self.history else {})
         self.finish(train_loader if bn_batches is None else bn_batches)
         return self.history
 
-    def _step_schedulers(self, metric: float) -> None:
-        for scheduler in self.schedulers:
-            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(metric)
-            else:
-                scheduler.step()
+    def _callbacks_for_fit(self, extra) -> CallbackList:
+        """The trainer's callbacks, this fit's, then the writers (history files, checkpoint) last;
+        checkpointed state waiting for a callback of this fit is loaded into it now."""
+        extra = list(extra)
+        cbs = [cb for cb in self.callbacks.callbacks + extra if not cb.last]
+        writers = [cb for cb in self.callbacks.callbacks + extra if cb.last]
+        if self.run_dir is not None:
+            writers += [Checkpoint(self.run_dir), HistoryFiles(self.run_dir)]
+        self.callbacks = CallbackList(self.callbacks.callbacks, self)  # the persistent ones, unchanged
+        fit_list = CallbackList(cbs + writers, self)
+        for key, cb in fit_list.keyed().items():
+            if key in self._pending_state:
+                cb.load_state_dict(self._pending_state.pop(key))
+        self._fit_callbacks = fit_list
+        return fit_list
 
     def finish(self, bn_batches) -> None:
-        """Restore the best weights if asked, then set the batch-norm inference statistics."""
-        es = self.early_stopping
-        if es is not None and es.restore_best and self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-            self.log(f"restored the weights of epoch {es.best_epoch} (best {es.quantity} {es.best_loss:.4f})")
+        """Set the batch-norm inference statistics (after the callbacks' ``on_train_end``, which may
+        have restored the best weights)."""
         has_bn = any(isinstance(m, _BatchNorm) for m in self.model.modules())
         if has_bn and self.bn_statistics == "recompute":
             state = {k: g.bit_generator.state for k, g in self.generators.items()}
@@ -276,41 +258,39 @@ class Trainer:
             for k, g in self.generators.items():  # a loader's shuffle must not change the run
                 g.bit_generator.state = state[k]
 
-    def _report(self, row: dict) -> None:
-        """``epoch   3 | train loss 0.3120 accuracy 0.9010 | val loss 0.3300 accuracy 0.8950 | 1.2s``."""
-        parts = [f"epoch {row['epoch']:3d}"]
-        for split in ("train", "val") if "val_loss" in row else ("train",):
-            scores = " ".join(f"{name} {row[f'{split}_{name}']:.4f}" for name in ("loss", *self.metrics.names))
-            parts.append(f"{split} {scores}")
-        parts.append(f"{row['seconds']:.1f}s")
-        self.log(" | ".join(parts))
-
     # ------------------------------------------------------------------ state
+    def _stateful_callbacks(self) -> dict:
+        cbs = getattr(self, "_fit_callbacks", None) or self.callbacks
+        return {key: cb for key, cb in cbs.keyed().items() if cb.state_dict() is not None}
+
     def state_dict(self) -> dict:
+        callbacks = {key: cb.state_dict() for key, cb in self._stateful_callbacks().items()}
         return {
             "epoch": self.epoch,
             "step_count": self.step_count,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
-            "best_state": self.best_state,
+            "callbacks": {**self._pending_state, **callbacks},
             "generators": {k: g.bit_generator.state for k, g in self.generators.items()},
             "history": self.history,
             "extra": self.extra_state,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Take back :meth:`state_dict`. A callback's state whose callback is not registered yet is
+        kept and loaded when ``fit`` brings it."""
         self.epoch, self.step_count = int(state["epoch"]), int(state["step_count"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if len(state["schedulers"]) != len(self.schedulers):
-            raise ValueError(f"checkpoint has {len(state['schedulers'])} schedulers, this run {len(self.schedulers)}")
-        for scheduler, s in zip(self.schedulers, state["schedulers"]):
-            scheduler.load_state_dict(s)
-        if self.early_stopping is not None and state["early_stopping"] is not None:
-            self.early_stopping.load_state_dict(state["early_stopping"])
-        self.best_state = state["best_state"]
+        saved = dict(state.get("callbacks") or _callbacks_of_old_checkpoint(state))
+        for key, cb in self.callbacks.keyed().items():
+            if key in saved:
+                cb.load_state_dict(saved.pop(key))
+            elif cb.state_dict() is not None and key != "StepSchedulers":
+                continue  # a callback the checkpoint predates starts afresh
+            elif key == "StepSchedulers" and self.schedulers:
+                raise ValueError(f"checkpoint has 0 schedulers, this run {len(self.schedulers)}")
+        self._pending_state = saved
         for k, s in state["generators"].items():
             if k not in self.generators:
                 raise KeyError(f"checkpoint has a random generator {k!r} that this run does not have")
@@ -319,7 +299,7 @@ class Trainer:
         self.extra_state = dict(state.get("extra") or {})
 
     def save(self) -> None:
-        """Checkpoint and logs, each written atomically (no-op without ``run_dir``)."""
+        """Checkpoint and history files, each written atomically (no-op without ``run_dir``)."""
         if self.run_dir is None:
             return
         self.last_checkpoint = save_checkpoint(self.run_dir / "checkpoints", self.epoch, self.state_dict())
@@ -339,21 +319,10 @@ class Trainer:
         return True
 
 
-def _batches(data, batch_size: int):
-    if isinstance(data, tuple) and len(data) == 2:
-        X, y = data
-        return ((X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size))
-    return data
-
-
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    """history.csv and history.jsonl, one row per epoch, rewritten atomically."""
-    run_dir = Path(run_dir)
-    buf = io.StringIO()
-    fields = list(dict.fromkeys(key for row in history for key in row))  # every key, in the order rows have them
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_bytes(run_dir / "history.csv", buf.getvalue().encode())
-    lines = "".join(json.dumps(row) + "\n" for row in history)
-    atomic_write_bytes(run_dir / "history.jsonl", lines.encode())
+def _callbacks_of_old_checkpoint(state: dict) -> dict:
+    """The callbacks' state of a checkpoint written before callbacks held it (schedulers,
+    early stopping and the best weights were the trainer's own keys)."""
+    out = {"StepSchedulers": {"schedulers": state.get("schedulers") or []}}
+    if state.get("early_stopping") is not None:
+        out["EarlyStopping"] = {**state["early_stopping"], "best_weights": state.get("best_state")}
+    return out
