@@ -14,6 +14,9 @@ A run folder holds::
     model.npz        final weights and the input normalizer (NumPy archive, no pickle)
     metrics.json     final validation and test scores, wall time, batch-norm statistics used
     curves.png       loss and accuracy curves
+
+:func:`run` is the one pipeline every command goes through: ``tricklab train``, the lab's trials,
+ablations and reproductions.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from . import nn, optim
 from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .nn.summary import summary
-from .train import EarlyStopping, Trainer, metrics_for
+from .train import EarlyStopping, Trainer, evaluate, metrics_for
 from .train.checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest
 from .train.runlock import hold_run_folder
 
@@ -579,32 +582,88 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None,
-              log=None, plots: bool = True, restart: bool = False) -> dict:
-    """Train one configuration in ``run_dir``; with ``resume`` continue from its last checkpoint.
+@dataclass
+class Result:
+    """What :func:`run` returns: the final scores, the history (one row per epoch) and the experiment
+    (model, trainer, data) it trained."""
+    metrics: dict
+    history: list[dict]
+    experiment: Experiment
 
-    Every check runs before the folder is touched; the folder is then held (one process per run
-    folder) until the run ends. ``resume`` refuses a folder without a usable checkpoint unless
-    ``restart`` (then training starts over at epoch 1). On resume the configuration must be the
-    checkpoint's, except ``train.epochs``: more epochs extend a finished run.
+
+RESUME = ("never", "always", "auto")
+
+
+def run(cfg: dict, run_dir: str | Path | None = None, *, resume: str = "never", restart: bool = False,
+        callbacks=(), score_test: bool = True, progress: bool | None = None, log=None, plots: bool = True,
+        hold: bool = True) -> Result:
+    """The one pipeline from a resolved configuration to a trained, scored and saved run.
+
+    build (data, model, optimizer, trainer) -> resume -> fit -> evaluate (validation; test once,
+    if ``score_test``) -> save (model.npz, metrics.json, curves.png). ``tricklab train``, the
+    lab's trials and ablations and every reproduction call it; what they measure besides comes in
+    as ``callbacks`` (:class:`tricklab.train.Callback`), which see every step and epoch.
+
+    With ``run_dir=None`` nothing is written (a reproduction's runs in memory). Otherwise every
+    check runs before the folder is touched; the folder is then held (one process per run folder;
+    ``hold=False`` when the caller already holds it) until the run ends. ``resume``: "never"
+    refuses a folder that holds checkpoints, "always" continues from the last one and refuses a
+    folder without a usable one unless ``restart`` (then training starts over at epoch 1), "auto"
+    continues if there is one. On resume the configuration must be the checkpoint's, except
+    ``train.epochs``: more epochs extend a finished run.
     """
-    run_dir = Path(run_dir)
+    if resume not in RESUME:
+        raise ValueError(f"resume must be one of {RESUME}, got {resume!r}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     start = time.perf_counter()
     exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
+    callbacks = [*logging_callbacks(cfg, run_dir, exp), *callbacks]
+    if run_dir is None:
+        return _fit_and_score(exp, None, start, callbacks, score_test, plots)
+    run_dir = Path(run_dir)
     with _writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        with hold_run_folder(run_dir):
-            if resume:
-                _resume(exp, run_dir, restart, log)
-            elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-                raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
-                                      "or choose another --out folder")
+        with hold_run_folder(run_dir) if hold else nullcontext():
+            _start_or_resume(exp, run_dir, resume, restart, log)
             atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
             log(summary(exp.model, exp.input_shape))
-            metrics = _fit_and_save(exp, run_dir, start, plots)
-    log(f"{headline(metrics)} -> {run_dir}")
-    return metrics
+            result = _fit_and_score(exp, run_dir, start, callbacks, score_test, plots)
+    log(f"{headline(result.metrics)} -> {run_dir}")
+    return result
+
+
+def logging_callbacks(cfg: dict, run_dir: Path | None, exp: Experiment) -> list:
+    """The callbacks that ``[logging]`` switches on (probe, TensorBoard), writing into ``run_dir``."""
+    section = cfg.get("logging") or {}
+    out = []
+    if section.get("probe_every"):
+        from .train.probe import Probe
+
+        out.append(Probe(every=section["probe_every"]))
+    if section.get("tensorboard"):
+        if run_dir is None:
+            raise config_.ConfigError("logging.tensorboard needs a run folder (tricklab train --out DIR)")
+        from .train.loggers import TensorBoard
+
+        out.append(TensorBoard(Path(run_dir) / "tensorboard"))
+    return out
+
+
+def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None,
+              log=None, plots: bool = True, restart: bool = False, callbacks=()) -> dict:
+    """``tricklab train``: :func:`run` in ``run_dir``, resuming from its last checkpoint if ``resume``;
+    returns the final metrics."""
+    return run(cfg, run_dir, resume="always" if resume else "never", restart=restart, callbacks=callbacks,
+               progress=progress, log=log, plots=plots).metrics
+
+
+def _start_or_resume(exp: Experiment, run_dir: Path, resume: str, restart: bool, log) -> None:
+    has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if resume == "always" or (resume == "auto" and has_checkpoints):
+        _resume(exp, run_dir, restart, log)
+    elif has_checkpoints:
+        raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
+                              "or choose another --out folder")
 
 
 @contextmanager
@@ -642,12 +701,14 @@ def _resume(exp: Experiment, run_dir: Path, restart: bool, log) -> None:
     log(f"no usable checkpoint in {folder}{why}; starting over at epoch 1 (--restart)")
 
 
-def _fit_and_save(exp: Experiment, run_dir: Path, start: float, plots: bool) -> dict:
-    """Train to ``train.epochs`` (or early stopping), score validation and test once, write the results."""
+def _fit_and_score(exp: Experiment, run_dir: Path | None, start: float, callbacks, score_test: bool,
+                   plots: bool) -> Result:
+    """Train to ``train.epochs`` (or early stopping), score validation (and test) once, write the results."""
     cfg = exp.cfg
-    exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
+    exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader,
+                    callbacks=callbacks)
     val = exp.trainer.evaluate(exp.val)
-    test = exp.trainer.evaluate(exp.test)
+    test = exp.trainer.evaluate(exp.test) if score_test else {}
     es = exp.trainer.early_stopping
     metrics = {
         **scores(val, test),
@@ -659,14 +720,16 @@ def _fit_and_save(exp: Experiment, run_dir: Path, start: float, plots: bool) -> 
         "seconds_training": float(sum(row["seconds"] for row in exp.trainer.history)),
         "n_train": len(exp.data.train[1]), "n_val": len(exp.data.val[1]), "n_test": len(exp.data.test[1]),
         "threads": _threads(),
+        "pid": os.getpid(),
     }
-    save_model(run_dir / "model.npz", exp.model, exp.normalizer, exp.input_shape, exp.data.n_outputs,
-               exp.data.columns)
-    write_json(run_dir / "metrics.json", metrics)
-    if plots:
-        from .report.plots import plot_history
-        plot_history(exp.trainer.history, run_dir / "curves.png", title=cfg["run"]["name"])
-    return metrics
+    if run_dir is not None:
+        save_model(run_dir / "model.npz", exp.model, exp.normalizer, exp.input_shape, exp.data.n_outputs,
+                   exp.data.columns)
+        write_json(run_dir / "metrics.json", metrics)
+        if plots:
+            from .report.plots import plot_history
+            plot_history(exp.trainer.history, run_dir / "curves.png", title=cfg["run"]["name"])
+    return Result(metrics, exp.trainer.history, exp)
 
 
 EXTENSIBLE = ("train.epochs",)  # the keys a resumed run may change
@@ -746,9 +809,9 @@ def scores(val: dict, test: dict) -> dict:
 
 def headline(metrics: dict) -> str:
     """'validation accuracy 0.9812, test accuracy 0.9790' (RMSE and R² for regression)."""
-    names = [k[len("test_"):] for k in metrics if k.startswith("test_") and k != "test_loss"] or ["loss"]
-    return ", ".join(f"{split} {name} {metrics[f'{key}_{name}']:.4f}"
-                     for split, key in (("validation", "val"), ("test", "test")) for name in names)
+    names = [k[len("val_"):] for k in metrics if k.startswith("val_") and k != "val_loss"] or ["loss"]
+    splits = [(split, key) for split, key in (("validation", "val"), ("test", "test")) if f"{key}_loss" in metrics]
+    return ", ".join(f"{split} {name} {metrics[f'{key}_{name}']:.4f}" for split, key in splits for name in names)
 
 
 def evaluate_run(run_dir: str | Path) -> dict:
@@ -757,10 +820,9 @@ def evaluate_run(run_dir: str | Path) -> dict:
     seeds = np.random.SeedSequence(cfg["run"]["seed"])
     data = prepare_data(cfg, seeds.spawn(3)[0])
     norm = _input_pipeline(normalizer, model_input_shape(cfg, data))
-    trainer = Trainer(model, build_loss(cfg, model.dtype), optim.SGD(model.parameters(), lr=0.1),
-                      metrics=metrics_for(cfg["loss"]["name"]))
-    val = trainer.evaluate((norm(data.val[0]), data.val[1]))
-    test = trainer.evaluate((norm(data.test[0]), data.test[1]))
+    loss, metrics = build_loss(cfg, model.dtype), metrics_for(cfg["loss"]["name"])
+    val = evaluate(model, loss, (norm(data.val[0]), data.val[1]), metrics)
+    test = evaluate(model, loss, (norm(data.test[0]), data.test[1]), metrics)
     return scores(val, test)
 
 

@@ -22,12 +22,13 @@ class RunFolderBusy(FileExistsError):
 
 
 @contextmanager
-def hold_run_folder(run_dir: str | Path):
-    """Hold ``run_dir`` for the block; raise :class:`RunFolderBusy` at once if another process holds it."""
+def hold_run_folder(run_dir: str | Path, wait: bool = False):
+    """Hold ``run_dir`` for the block; raise :class:`RunFolderBusy` at once if another process holds it,
+    or with ``wait`` block until it lets go (a lab worker orphaned by a killed sweep may still hold it)."""
     path = Path(run_dir) / LOCK_NAME
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
