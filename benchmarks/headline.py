@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from tricklab.stats import pm
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {"mnist1d": "configs/mnist1d_mlp.toml", "mnist": "configs/mnist_mlp.toml",
            "fashion": "configs/fashion_mlp.toml"}
@@ -131,13 +133,6 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    """mean ± sample standard deviation (ddof = 1); one value is shown alone with n=1."""
-    if len(values) == 1:
-        return f"{scale * values[0]:.{digits}f} (n=1)"
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
-
-
 def case_row(out: Path, case: str, threads: int, seeds: int) -> str | None:
     folders = [run_folder(out, case, threads, s) for s in range(seeds)]
     done = [f for f in folders if (f / "metrics.json").exists() and (f / "wall.json").exists()]
@@ -146,8 +141,8 @@ def case_row(out: Path, case: str, threads: int, seeds: int) -> str | None:
     metrics = [json.loads((f / "metrics.json").read_text()) for f in done]
     walls = [json.loads((f / "wall.json").read_text())["wall_seconds"] for f in done]
     command = (f"`tricklab train {CONFIGS[case]}`" if case in CONFIGS else f"`tricklab demo`, {case.removeprefix('demo-')}")
-    return (f"| {command} | {threads} | {len(done)} | {mean_std([m['test_accuracy'] for m in metrics], 100)} "
-            f"| {mean_std([m['val_accuracy'] for m in metrics], 100)} "
+    return (f"| {command} | {threads} | {len(done)} | {pm([m['test_accuracy'] for m in metrics], unit='')} "
+            f"| {pm([m['val_accuracy'] for m in metrics], unit='')} "
             f"| {statistics.mean(m['epochs_run'] for m in metrics):.1f} "
             f"| {statistics.mean(m['seconds_training'] for m in metrics):.0f} | {statistics.mean(walls):.0f} |")
 

@@ -117,7 +117,7 @@ def cmd_grade(args) -> int:
                    timeout=args.timeout)
     print(result.report())
     if args.json:
-        from .train.checkpoint import atomic_write_bytes
+        from .fileio import atomic_write_bytes
 
         atomic_write_bytes(Path(args.json), (json.dumps(result.to_gradescope(), indent=2) + "\n").encode())
     return 0 if result.passed else 1

@@ -112,20 +112,18 @@ def winner_line(plain: float, tricks: float) -> str:
 
 def comparison_figure(histories: dict[str, list[dict]], test_accuracy: dict[str, float]):
     """Validation loss and validation accuracy per epoch of both runs, on shared epoch axes."""
-    from matplotlib.ticker import MaxNLocator
+    from .report.plots import integer_epochs, pyplot
 
-    from .report.plots import _pyplot
-
-    fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, (ax_loss, ax_acc) = pyplot().subplots(1, 2, figsize=(10, 4), sharex=True)
     for color, (name, history) in zip(("C7", "C3"), histories.items()):
         epochs = [row["epoch"] for row in history]
         ax_loss.plot(epochs, [row["val_loss"] for row in history], color=color, label=name)
         ax_acc.plot(epochs, [row["val_accuracy"] for row in history], color=color,
                     label=f"{name} (test {100 * test_accuracy[name]:.1f}%)")
-    ax_loss.set(xlabel="epoch", ylabel="validation loss", title="validation loss")
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
+    ax_loss.set(ylabel="validation loss", title="validation loss")
+    ax_acc.set(ylabel="validation accuracy", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
@@ -182,8 +180,9 @@ def write_demo_report(root: Path, configs: dict[str, dict], results: dict[str, d
                       seconds: float) -> Path:
     """comparison.png, reproduction.json and table.md in ``root`` (the layout ``tricklab report``
     renders), then report.html; returns the page's path."""
-    from .lab.reproduce.common import Reproduction, save_figure
+    from .lab.reproduce.common import Reproduction
     from .lab.report import write_report
+    from .report.plots import save_figure
 
     histories = {name: [json.loads(line) for line in (root / name / "history.jsonl").read_text().splitlines() if line]
                  for name in configs}
@@ -194,7 +193,7 @@ def write_demo_report(root: Path, configs: dict[str, dict], results: dict[str, d
         reference=f"plain: {describe(configs['plain'])}. tricks: {describe(configs['tricks'])}.",
         claim="the same MLP generalizes better with the lecture's tricks of the trade than trained plain",
         size=f"{epochs} epochs per model", settings=configs, figures=[save_figure(
-            comparison_figure(histories, tests), root / "comparison.png")],
+            comparison_figure(histories, tests), root / "comparison.png").name],
         verdict=verdict, wall_seconds=seconds)
     p, t = results["plain"], results["tricks"]
     record.row("test accuracy", "higher with the tricks",

@@ -19,7 +19,7 @@ import numpy as np
 from .data.normalize import Standardizer
 from .errors import TricklabError
 from .nn.module import Module
-from .train.checkpoint import atomic_write_bytes
+from .fileio import atomic_write_bytes
 
 
 class PredictError(TricklabError, ValueError):

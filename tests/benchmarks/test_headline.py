@@ -1,4 +1,4 @@
-"""benchmarks/headline.py: the README's mean ± standard deviation over seeds, from run folders."""
+"""benchmarks/headline.py: the README's mean ± standard deviation over seeds (tricklab.stats), from run folders."""
 
 import json
 import tomllib
@@ -6,11 +6,6 @@ import tomllib
 import pytest
 
 from benchmarks import headline
-
-
-def test_mean_std_is_the_sample_standard_deviation_in_percent():
-    assert headline.mean_std([0.70, 0.72, 0.74], scale=100) == "72.00 ± 2.00"  # ddof = 1: sqrt(8 / 2)
-    assert headline.mean_std([0.7165], scale=100) == "71.65 (n=1)"
 
 
 def test_every_thread_variable_is_set_for_the_run():
@@ -32,6 +27,8 @@ def test_case_row_aggregates_the_seeds_of_one_thread_count(tmp_path):
     _fake_run(tmp_path, "mnist1d", 2, 0, 0.99, 0.99, 99.0)  # another thread count: not in the 1-thread row
     row = headline.case_row(tmp_path, "mnist1d", 1, seeds=3)
     assert row == "| `tricklab train configs/mnist1d_mlp.toml` | 1 | 3 | 73.00 ± 2.00 | 72.00 ± 2.00 | 11.0 | 10 | 12 |"
+    one = headline.case_row(tmp_path, "mnist1d", 2, seeds=1)  # one seed: no spread, the value with n=1
+    assert one == "| `tricklab train configs/mnist1d_mlp.toml` | 2 | 1 | 99.00 (n=1) | 99.00 (n=1) | 10.0 | 97 | 99 |"
     assert headline.case_row(tmp_path, "mnist", 1, seeds=3) is None
 
 

@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import TricklabError
+from ..fileio import fsync_dir
 
 KINDS = {"mnist": "mnist", "fashion": "fashion-mnist"}
 SPLITS = {
@@ -295,22 +296,8 @@ def download_file(url: str, dest: Path | str, sha256: str,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; some platforms and file systems cannot fsync a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def fetch_mnist(kind: str = "mnist", root: str | os.PathLike | None = None,

@@ -33,10 +33,10 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .. import config as config_
-from ..train.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
+from ..report.ablation import ablation_figures
+from ..stats import format_pm, mean_std
 from .backends import make_backend
 from .metric import Metric, choose
 from .store import Store
@@ -199,16 +199,18 @@ def summarize(rows: list[dict], names: list[str], index: dict[str, int] | None =
             entry.setdefault(key, None)
             entry.setdefault(f"{key}_std", 0.0)
         reached = [e for e in (epochs_to(r["history"], target, metric) for r in rs) if e is not None]
-        entry["epochs_to_target"] = float(np.mean(reached)) if reached else None
-        entry["epochs_to_target_std"] = float(np.std(reached, ddof=1)) if len(reached) > 1 else 0.0
+        entry["epochs_to_target"], entry["epochs_to_target_std"] = mean_std(reached) if reached else (None, 0.0)
         entry["reached_target"] = len(reached)
         table.append(entry)
     return table, target
 
 
-def markdown(table: list[dict], target: float | None, metric: Metric = Metric()) -> str:
-    from .report import mean_sd
+def epochs_text(mean: float | None, sd: float, n: int) -> str:
+    """Epochs over n seeds with one decimal: '12.3 ± 1.5', '12.0 (n=1)', '—' for none."""
+    return format_pm(mean, sd, n, scale=1.0, digits=1, unit="")
 
+
+def markdown(table: list[dict], target: float | None, metric: Metric = Metric()) -> str:
     val, test = metric.key("val"), metric.key("test")
     lines = [f"| variant | {metric.header('validation')} | {metric.header('test')} | "
              f"epochs to {metric.target_text(target)} (reached) | epochs run |",
@@ -216,10 +218,10 @@ def markdown(table: list[dict], target: float | None, metric: Metric = Metric())
     for e in table:
         name = e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else "")
         n = e["seeds"]
-        ep = mean_sd(e["epochs_to_target"], e["epochs_to_target_std"], e["reached_target"], False)
+        ep = epochs_text(e["epochs_to_target"], e["epochs_to_target_std"], e["reached_target"])
         lines.append(f"| {name} | {metric.format(e[val], e[val + '_std'], n)} | "
                      f"{metric.format(e[test], e[test + '_std'], n)} | {ep} ({e['reached_target']}/{n}) | "
-                     f"{mean_sd(e['epochs_run'], e['epochs_run_std'], n, False)} |")
+                     f"{epochs_text(e['epochs_run'], e['epochs_run_std'], n)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -254,8 +256,6 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
                "table": table, "out": str(out)}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(out / "ablation.md", markdown(table, target, measured).encode())
-    from .report import ablation_figures
-
     ablation_figures(out, rows, names, target, index, measured)
     log("\n" + markdown(table, target, measured))
     return summary

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 from .. import config as config_
+from ..stats import format_pm
 
 DEFAULTS = {"cross_entropy": "val_accuracy", "bce_with_logits": "val_accuracy", "mse": "val_rmse"}
 MAXIMIZED = ("accuracy", "r2")
@@ -72,11 +73,9 @@ class Metric:
     def format(self, mean: float | None, sd: float, n: int, unit: bool = False) -> str:
         """Mean ± sd over n seeds as the tables show it: percentages for accuracy and error (with
         '%' after them if ``unit``), four decimals otherwise."""
-        from .report import mean_sd
-
         if self.percent:
-            return mean_sd(mean, sd, n, unit="%" if unit else "")
-        return mean_sd(mean, sd, n, percent=False, digits=4)
+            return format_pm(mean, sd, n, unit="%" if unit else "")
+        return format_pm(mean, sd, n, scale=1.0, digits=4, unit="")
 
     def target_text(self, target: float | None) -> str:
         """'67.50%' for accuracy (as before), 'RMSE <= 0.1234' otherwise; 'target' when there is none."""

@@ -14,130 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.plots import integer_epochs
-from ..train.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
+# ablation_bars and ablation_curves only for tests/lab/test_report.py, which imports them from here
+from ..report.ablation import ablation_bars, ablation_curves, ablation_figures  # noqa: F401
+from ..report.plots import integer_epochs, pyplot, save_figure, seed_band
 from .metric import Metric
-
-
-def _plt():
-    from ..report.plots import _pyplot
-
-    return _pyplot()
-
-
-def _save(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    _plt().close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _band(ax, histories: list[list[dict]], metric: Metric, label: str, color, ls="-"):
-    """Mean over seeds of the validation ``metric`` per epoch, with the min-max band (seeds may stop
-    at different epochs)."""
-    length = max((len(h) for h in histories), default=0)
-    if not length:
-        return
-    vals = np.full((len(histories), length), np.nan)
-    for i, h in enumerate(histories):
-        for j, row in enumerate(h):
-            value = metric.value(row)
-            vals[i, j] = np.nan if value is None else value
-    epochs = np.arange(1, length + 1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
-    ax.plot(epochs, mean, color=color, ls=ls, lw=1.4, label=f"{label} (n={len(histories)})")
-    if len(histories) > 1:
-        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15)
-
-
-# ---------------------------------------------------------------------------- ablations
-_PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # red and grey mark "full" and "baseline"
-
-def _limits(values: list[float], metric: Metric) -> tuple[float, float] | None:
-    """y limits around the later epochs' values: within [0, 1] for accuracy and error."""
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return None
-    low, high = min(values), max(values)
-    if metric.percent:
-        return max(0.0, low - 0.02), min(1.0, high + 0.01)
-    pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
-    return low - pad, high + pad
-
-
-def ablation_curves(rows: list[dict], names: list[str], target: float | None, index: dict[str, int] | None = None,
-                    metric: Metric = Metric()):
-    """The validation ``metric`` per epoch of each variant, mean and min-max over seeds; one panel
-    for the tricks added to the baseline, one for the tricks removed from the full set."""
-    plt = _plt()
-    index = index or {n: p for p, n in enumerate(names)}
-    hist = {i: [r["history"] for r in rows if r["point"] == index[n] and r["status"] == "done"]
-            for i, n in enumerate(names)}
-    alone = [i for i, n in enumerate(names) if n in ("baseline", "full") or n.startswith("+ ")]
-    removed = [i for i, n in enumerate(names) if n in ("baseline", "full") or n.startswith("full - ")]
-    panels = [("each trick added to the baseline", alone)] + ([("each trick removed from the full set", removed)]
-                                                              if len(removed) > 2 else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-    for ax, (title, idx) in zip(axes[0], panels):
-        for c, i in enumerate(idx):
-            ls = "--" if names[i] in ("baseline", "full") else "-"
-            color = {"baseline": "k", "full": "C3"}.get(names[i], _PALETTE[c % len(_PALETTE)])
-            _band(ax, hist[i], metric, names[i], color, ls)
-        if target is not None:
-            ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {metric.target_text(target)}")
-        ax.set(ylabel=metric.title(), title=title)
-        integer_epochs(ax)
-        limits = _limits([metric.value(r) for i in idx for h in hist[i] for r in h[len(h) // 4:]], metric)
-        if limits:
-            ax.set_ylim(*limits)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig
-
-
-def ablation_bars(rows: list[dict], names: list[str], index: dict[str, int] | None = None,
-                  metric: Metric = Metric()):
-    """The test ``metric`` per variant, mean ± std over seeds: bars from 0 (a cut axis would turn a
-    few tenths of a point into bars of very different lengths), each labelled with its value."""
-    plt = _plt()
-    index = index or {n: p for p, n in enumerate(names)}
-    tests = [[metric.value(r["metrics"], "test") for r in rows if r["point"] == index[n] and r["status"] == "done"]
-             for n in names]
-    scale = 100.0 if metric.percent else 1.0
-    means = [scale * np.mean(t) if t else np.nan for t in tests]
-    stds = [scale * np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in tests]
-    colors = ["k" if n == "baseline" else "C3" if n == "full" else "C0" if n.startswith("+") else "C1" for n in names]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
-    ax.barh(range(len(names)), means, xerr=stds, color=colors, alpha=0.8, capsize=3)
-    for y, (t, m) in enumerate(zip(tests, means)):
-        if t:
-            ax.text(m / 2, y, metric.format(float(np.mean(t)), np.std(t, ddof=1) if len(t) > 1 else 0.0, len(t)) +
-                    (f" (n={len(t)})" if len(t) > 1 else ""), ha="center", va="center", color="w", fontsize=8)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    if metric.percent:
-        ax.set_xlim(0.0, 100.0)
-    ax.set(xlabel=f"{metric.header('test')}, mean ± std over seeds", title=f"{metric.title('test')} per variant")
-    ax.grid(alpha=0.3, axis="x")
-    return fig
-
-
-def ablation_figures(out: Path, rows: list[dict], names: list[str], target: float | None,
-                     index: dict[str, int] | None = None, metric: Metric = Metric()) -> list[Path]:
-    """curves.png (``ablation_curves``) and bars.png (``ablation_bars``) in ``out``."""
-    out = Path(out)
-    return [_save(ablation_curves(rows, names, target, index, metric), out / "curves.png"),
-            _save(ablation_bars(rows, names, index, metric), out / "bars.png")]
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -160,10 +41,10 @@ def sweep_curves(summary: dict, rows: list[dict]):
     """The ranked validation metric (``summary["metric"]``, default val_accuracy) per epoch of the
     six best configurations, mean and min-max over seeds."""
     metric = Metric(summary.get("metric", "val_accuracy"))
-    fig, ax = _plt().subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     for c, e in enumerate([e for e in summary["table"] if metric.name in e][:6]):
         hs = [r["history"] for r in rows if r["point"] == e["point"] and r["status"] == "done"]
-        _band(ax, hs, metric, e["label"], f"C{c}")
+        seed_band(ax, hs, metric.value, e["label"], f"C{c}")
     ax.set(ylabel=metric.title(), title=f"{metric.title()} of the best configurations "
                                         "(mean, band: min-max over seeds)")
     integer_epochs(ax)
@@ -175,11 +56,11 @@ def sweep_curves(summary: dict, rows: list[dict]):
 def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
     """curves.png (``sweep_curves``) and a map of the searched keys."""
     out = Path(out)
-    plt = _plt()
+    plt = pyplot()
     metric = Metric(summary.get("metric", "val_accuracy"))
     title = metric.title()
     table = [e for e in summary["table"] if metric.name in e]
-    paths = [_save(sweep_curves(summary, rows), out / "curves.png")]
+    paths = [save_figure(sweep_curves(summary, rows), out / "curves.png")]
     keys = summary["keys"]
     if not keys or not table:
         return paths
@@ -194,7 +75,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
         if cats:
             ax.set_xticks(range(len(cats)), cats, rotation=20)
         ax.grid(alpha=0.3)
-        paths.append(_save(fig, out / "key.png"))
+        paths.append(save_figure(fig, out / "key.png"))
         return paths
     kx, ky = keys[0], keys[1]
     xs = [e["params"][kx] for e in table]
@@ -221,7 +102,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
         ax.set_yticks(range(len(uy)), uy)
         ax.set(xlabel=kx, ylabel=ky, title=title + (" (best over the other keys)" if len(keys) > 2 else ""))
         fig.colorbar(im, ax=ax)
-        paths.append(_save(fig, out / "heatmap.png"))
+        paths.append(save_figure(fig, out / "heatmap.png"))
     else:
         px, sx, cx = _axis_values(xs)
         py, sy, cy = _axis_values(ys)
@@ -235,7 +116,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
             ax.set_yticks(range(len(cy)), cy)
         fig.colorbar(sc, ax=ax)
         ax.grid(alpha=0.3)
-        paths.append(_save(fig, out / "heatmap.png"))
+        paths.append(save_figure(fig, out / "heatmap.png"))
     fig, ax = plt.subplots(figsize=(2.2 * len(keys) + 3, 4.5))
     cols = []
     for k in keys:
@@ -258,7 +139,7 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
     ax.set_ylim(-0.2, 1.2)
     ax.set_title(f"parallel coordinates (colour: {title})")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
-    paths.append(_save(fig, out / "parallel.png"))
+    paths.append(save_figure(fig, out / "parallel.png"))
     return paths
 
 
@@ -291,22 +172,6 @@ def _table(head: list[str], rows: list[list], classes: list[str] | None = None) 
     return "\n".join(out + ["</table>"])
 
 
-def mean_sd(mean: float | None, sd: float, n: int, percent: bool = True, unit: str = "",
-            digits: int | None = None) -> str:
-    """'mean ± sd' over n >= 2 seeds (sd with ddof=1); one seed has no spread: 'mean (n=1)'.
-
-    ``percent`` shows fractions as percentages with two decimals (else one decimal, for epochs;
-    ``digits`` sets another number of decimals); ``unit`` follows the numbers: '97.12 ± 0.10%',
-    '97.12% (n=1)'.
-    """
-    if mean is None or n < 1:
-        return "—"
-    scale, default_digits = (100.0, 2) if percent else (1.0, 1)
-    digits = default_digits if digits is None else digits
-    text = f"{scale * mean:.{digits}f}"
-    return f"{text} ± {scale * sd:.{digits}f}{unit}" if n > 1 else f"{text}{unit} (n=1)"
-
-
 def _page(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
@@ -328,7 +193,7 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
     if meta["kind"] == "ablation":
         names = list(meta["variants"])
         index = meta.get("variant_points")
-        from .ablate import summarize
+        from .ablate import epochs_text, summarize
 
         metric = Metric(meta.get("metric", "val_accuracy"))
         val, test = metric.key("val"), metric.key("test")
@@ -339,9 +204,9 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
         trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
                 metric.format(e[val], e[val + "_std"], e["seeds"]),
                 metric.format(e[test], e[test + "_std"], e["seeds"]),
-                f"{mean_sd(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'], False)} "
+                f"{epochs_text(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'])} "
                 f"({e['reached_target']}/{e['seeds']})",
-                mean_sd(e["epochs_run"], e["epochs_run_std"], e["seeds"], False)] for e in table]
+                epochs_text(e["epochs_run"], e["epochs_run_std"], e["seeds"])] for e in table]
         body += ["<h2>Ablation</h2>",
                  f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds "
                  "(a variant with one seed shows its value and n=1); "

@@ -27,10 +27,9 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .. import config as config_
-from ..train.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
+from ..stats import mean_std
 from . import grid as grid_
 from .backends import Task, make_backend
 from .metric import DEFAULTS, Metric, choose
@@ -151,8 +150,7 @@ def mean_and_std(scores: list[dict], metric: Metric) -> dict:
         vals = [metric.value(s, split) if key == metric.key(split) else s.get(key) for s in scores]
         vals = [v for v in vals if v is not None]
         if vals:
-            out[key] = float(np.mean(vals))
-            out[f"{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            out[key], out[f"{key}_std"] = mean_std(vals)
     return out
 
 
