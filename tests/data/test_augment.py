@@ -132,6 +132,22 @@ def test_noise_has_requested_std():
     assert out.dtype == np.float32 and abs(out.std() - 0.1) < 0.002 and abs(out.mean()) < 0.002
 
 
+@pytest.mark.parametrize("shape", [(5, 28, 28), (7, 40)], ids=["images", "sequences"])
+def test_noise_draws_float32_like_the_configurations_noise(shape):
+    """x + standard_normal(float32) * float32(std), bit for bit, from the same stream: what
+    ``augment.noise`` in a configuration has drawn (experiment.py), alone and after a rotation."""
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    expected = x + np.random.default_rng(3).standard_normal(shape, dtype=np.float32) * np.float32(0.3)
+    out = GaussianNoise(0.3)(x, np.random.default_rng(3))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    if len(shape) == 3:
+        rng, twin = np.random.default_rng(4), np.random.default_rng(4)
+        rotated = RandomRotation(10)(x, twin)
+        expected = rotated + twin.standard_normal(shape, dtype=np.float32) * np.float32(0.3)
+        np.testing.assert_array_equal(Compose([RandomRotation(10), GaussianNoise(0.3)])(x, rng), expected)
+
+
 def test_integer_input_becomes_float32():
     x = np.zeros((2, 28, 28), np.uint8)
     assert RandomRotation()(x, 0).dtype == np.float32 and GaussianNoise()(x, 0).dtype == np.float32

@@ -245,19 +245,22 @@ class ElasticDistortion(Augmentation):
 
 
 class GaussianNoise(Augmentation):
-    """Additive noise ``x' = x + std * n``, ``n ~ N(0, I)``, for a batch of any shape.
+    """Additive noise ``x' = x + std * n``, ``n ~ N(0, I)``, for a batch of any shape (images or
+    MNIST-1D sequences).
 
-    ``params(shape, rng)`` is the noise ``std * n`` itself, of the batch's shape.
+    ``params(shape, rng)`` is the noise ``std * n`` itself, of the batch's shape, drawn in float32
+    (``rng.standard_normal(shape, dtype=np.float32) * np.float32(std)``): the draw the configuration's
+    ``augment.noise`` has always made, so its runs keep their numbers bit for bit.
     """
 
     def __init__(self, std: float = 0.1, image_shape: tuple[int, int] = (28, 28)):
         super().__init__(image_shape)
         if std < 0:
             raise ValueError(f"std must be >= 0, got {std}")
-        self.std = std
+        self.std = float(std)
 
     def params(self, shape, rng):
-        return self.std * rng.standard_normal(shape)
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(self.std)
 
     def apply(self, xb, params):
         xb = np.asarray(xb)
