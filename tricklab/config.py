@@ -62,6 +62,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              help="share of your file held out as the test split when it has none"),
         "val_fraction": Key(float, 0.1, low=0.0, high=1.0, low_open=True, high_open=True),
         "train_subset": Key(int, 0, low=0, help="use only this many training examples (0: all)"),
+        "test_subset": Key(int, 0, low=0, help="score only the first this many test examples (0: all)"),
+        "order": Key(str, "reshuffle", choices=("reshuffle", "once", "fixed", "sorted"),
+                     help="minibatch order: a new permutation every epoch, one kept for all epochs, the "
+                     "stored order, or sorted by class (the shuffling experiment's worst case)"),
         "normalize": Key(str, "per_feature", choices=("per_feature", "global", "none")),
     },
     "model": {
@@ -154,6 +158,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": Key(int, 128, low=1),
         "bn_statistics": Key(str, "recompute", choices=("recompute", "running")),
         "dtype": Key(str, "float32", choices=("float32", "float64")),
+        "max_steps": Key(int, 0, low=0, help="stop after this many optimizer steps (0: train.epochs decides)"),
+    },
+    "logging": {
+        "probe_every": Key(int, 0, low=0, help="record activation percentiles, gradient and weight norms and "
+                           "update/weight ratios of every layer every this many steps (0: off); probe.npz"),
+        "tensorboard": Key(bool, False, help="write TensorBoard event files to RUN/tensorboard "
+                           "(pip install -e \".[tensorboard]\")"),
     },
 }
 

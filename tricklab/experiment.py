@@ -36,7 +36,7 @@ from . import nn, optim
 from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .nn.summary import summary
-from .train import EarlyStopping, Trainer, evaluate, metrics_for
+from .train import Callback, EarlyStopping, Trainer, evaluate, metrics_for
 from .train.checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest
 from .train.runlock import hold_run_folder
 
@@ -132,6 +132,8 @@ def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
                                   f"{cfg['data']['name']}; use at most {len(X)} (or 0: all)")
     if subset:
         X, y = X[:subset], y[:subset]
+    if cfg["data"]["test_subset"]:
+        X_test, y_test = X_test[:cfg["data"]["test_subset"]], y_test[:cfg["data"]["test_subset"]]
     Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
                                          seed=np.random.default_rng(seeds))
     return Data((Xtr, ytr), (Xva, yva), (X_test, y_test), _image_shape(sample_shape), sample_shape,
@@ -437,8 +439,10 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     t = cfg["train"]
     # batch norm cannot train on a last batch of one example: drop such a tail (it changes every epoch)
     tail_of_one = config_.has_batchnorm(cfg) and len(Xtr) % t["batch_size"] == 1
-    loader = DataLoader(Xtr_in, ytr, t["batch_size"], shuffle=True, drop_last=tail_of_one,
-                        rng=np.random.default_rng(s_loader), transform=transform)
+    loader_rng = np.random.default_rng(s_loader)
+    Xtr_in, ytr_in = training_order(cfg["data"]["order"], Xtr_in, ytr, loader_rng)
+    loader = DataLoader(Xtr_in, ytr_in, t["batch_size"], shuffle=cfg["data"]["order"] == "reshuffle",
+                        drop_last=tail_of_one, rng=loader_rng, transform=transform)
     bn_loader = DataLoader(norm(Xtr), ytr, t["batch_size"], shuffle=False, drop_last=tail_of_one)
     model = build_model(cfg, shape, data.n_outputs, s_model)
     optimizer = build_optimizer(cfg, model)
@@ -460,6 +464,34 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
                       extra_state={"config": cfg, "normalizer": normalizer.state_dict() if normalizer else None})
     val, test = (norm(data.val[0]), data.val[1]), (norm(data.test[0]), data.test[1])
     return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test, shape)
+
+
+def training_order(order: str, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple:
+    """The training examples in the order the loader keeps (``data.order``): as stored for "reshuffle"
+    (the loader draws a permutation every epoch) and "fixed", one permutation drawn now for "once",
+    sorted by class (stable) for "sorted"."""
+    if order == "once":
+        perm = rng.permutation(len(X))
+        return X[perm], y[perm]
+    if order == "sorted":
+        by_class = np.argsort(y if y.ndim == 1 else y.argmax(1), kind="stable")
+        return X[by_class], y[by_class]
+    return X, y
+
+
+class MaxSteps(Callback):
+    """Stop training after ``train.max_steps`` optimizer steps (Lightning's ``max_steps``)."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+
+    def on_train_begin(self, logs):
+        if self.trainer.step_count >= self.steps:
+            self.trainer.stop_training = True
+
+    def on_batch_end(self, batch, logs):
+        if self.trainer.step_count >= self.steps:
+            self.trainer.stop_training = True
 
 
 # ---------------------------------------------------------------------------- runs
@@ -633,9 +665,10 @@ def run(cfg: dict, run_dir: str | Path | None = None, *, resume: str = "never", 
 
 
 def logging_callbacks(cfg: dict, run_dir: Path | None, exp: Experiment) -> list:
-    """The callbacks that ``[logging]`` switches on (probe, TensorBoard), writing into ``run_dir``."""
+    """The callbacks a configuration asks for: ``train.max_steps``, and what ``[logging]`` switches on
+    (probe, TensorBoard), writing into ``run_dir``."""
     section = cfg.get("logging") or {}
-    out = []
+    out = [MaxSteps(cfg["train"]["max_steps"])] if cfg["train"].get("max_steps") else []
     if section.get("probe_every"):
         from .train.probe import Probe
 
