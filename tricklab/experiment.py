@@ -33,7 +33,7 @@ import numpy as np
 
 from . import config as config_
 from . import nn, optim
-from .data import (Compose, DataLoader, ElasticDistortion, RandomRotation, RandomStretch,
+from .data import (Compose, DataLoader, ElasticDistortion, GaussianNoise, RandomRotation, RandomStretch,
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .nn.summary import summary
 from .train import Callback, EarlyStopping, Trainer, evaluate, metrics_for
@@ -383,7 +383,7 @@ def build_augmentation(cfg: dict, image_shape, normalizer: Standardizer | None):
     if a["elastic"]:
         augs.append(ElasticDistortion(alpha=a["elastic_alpha"], sigma=a["elastic_sigma"], **kw))
     if a["noise"]:
-        augs.append(_Noise(a["noise"]))
+        augs.append(GaussianNoise(a["noise"]))
     if not augs:
         return None
     pipeline = Compose(augs)
@@ -393,16 +393,6 @@ def build_augmentation(cfg: dict, image_shape, normalizer: Standardizer | None):
         return normalizer.transform(xb) if normalizer is not None else xb
 
     return transform
-
-
-class _Noise:
-    """Additive Gaussian noise on feature rows of any shape (images or MNIST-1D sequences)."""
-
-    def __init__(self, std: float):
-        self.std = float(std)
-
-    def __call__(self, xb, rng):
-        return xb + rng.standard_normal(xb.shape, dtype=np.float32) * np.float32(self.std)
 
 
 @dataclass
