@@ -11,3 +11,8 @@ from .trainer import NonFiniteError, Trainer, model_generators
 __all__ = ["Trainer", "Callback", "LambdaCallback", "StepSchedulers", "ProgressBar", "EpochLog", "HistoryFiles",
            "Checkpoint", "evaluate", "read_history", "EarlyStopping", "Accuracy", "Regression", "metrics_for", "NonFiniteError", "CheckpointError",
            "save_checkpoint", "load_checkpoint", "load_latest", "model_generators", "write_history"]
+
+from .loggers import CSVLogger, TensorBoard  # noqa: E402
+from .probe import Probe, read_probe  # noqa: E402
+
+__all__ += ["Probe", "read_probe", "TensorBoard", "CSVLogger"]

@@ -1,0 +1,224 @@
+import numpy as np
+import pytest
+
+from tricklab import nn, optim
+from tricklab.data import DataLoader
+from tricklab.report.probe_figure import plot_probe
+from tricklab.train import Callback, LambdaCallback, Probe, Trainer, read_probe
+from tricklab.train.checkpoint import list_checkpoints
+from tricklab.train.probe import COLUMNS, batch_statistics
+
+BATCH = 32
+
+
+def _task(n=192):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 10)).astype(np.float32)
+    return X, (X @ rng.standard_normal((10, 3))).argmax(1)
+
+
+def _model():
+    return nn.Sequential(nn.Linear(10, 16, rng=1), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2, rng=2),
+                         nn.Linear(16, 3, rng=3))
+
+
+def _trainer(model, run_dir=None, loader_rng=None, **kw):
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gens = {"loader": loader_rng} if loader_rng is not None else None
+    return Trainer(model, nn.CrossEntropyLoss(), opt, run_dir=run_dir, generators=gens, progress=False,
+                   log=lambda m: None, **kw)
+
+
+class Recorder(Callback):
+    """What an independent check needs of each probed step: the batch index, the weights and the
+    dropout generator's state before the step, the gradients and the weights after it."""
+
+    def __init__(self, every):
+        self.every, self.steps = every, {}
+
+    def on_batch_begin(self, batch, logs):
+        t = self.trainer
+        if t.step_count % self.every == 0:
+            self.current = t.step_count
+            self.steps[t.step_count] = {"batch": batch, "before": t.model.state_dict(),
+                                        "rng": t.model[3].rng.bit_generator.state}
+
+    def on_batch_end(self, batch, logs):
+        s = self.steps.get(self.trainer.step_count - 1)
+        if s is not None and "after" not in s:
+            model = self.trainer.model
+            s["grads"] = [[p.grad.copy() for p in layer.parameters()] for layer in model]
+            s["after"] = model.state_dict()
+
+
+def _layer_outputs(state, rng_state, x):
+    """Every layer's output, computed one layer at a time in training mode from the saved state."""
+    model = _model()
+    model.load_state_dict(state)
+    model[3].rng.bit_generator.state = rng_state
+    outs = []
+    for layer in model:
+        x = layer(x)
+        outs.append(x)
+    return outs
+
+
+def _flat(arrays):
+    return np.concatenate([np.zeros(0)] + [np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def _params(state, i):
+    return [v for k, v in state.items() if k.startswith(f"{i}.") and k.split(".")[1] in ("weight", "bias")]
+
+
+def test_records_equal_an_independent_computation_of_the_probed_steps():
+    X, y = _task()
+    model = _model()
+    probe, recorder = Probe(every=2), Recorder(2)
+    _trainer(model).fit(DataLoader(X, y, BATCH, shuffle=False), epochs=1, callbacks=[probe, recorder])
+    rec = {k: np.asarray(v) for k, v in probe.records.items()}
+    assert sorted(recorder.steps) == [0, 2, 4]
+    assert rec["step"].tolist() == [s for s in (0, 2, 4) for _ in range(5)]
+    assert rec["layer"].tolist() == ["0", "1", "2", "3", "4"] * 3
+    assert rec["kind"].tolist() == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"] * 3
+    assert set(rec["epoch"].tolist()) == {1}
+    for step, s in recorder.steps.items():
+        xb = X[s["batch"] * BATCH:(s["batch"] + 1) * BATCH]
+        outs = _layer_outputs(s["before"], s["rng"], xb)
+        for i, out in enumerate(outs):
+            row = np.flatnonzero((rec["step"] == step) & (rec["layer"] == str(i)))[0]
+            np.testing.assert_array_equal([rec["act_p15"][row], rec["act_p50"][row], rec["act_p85"][row]],
+                                          np.percentile(out, [15, 50, 85]), err_msg=f"step {step} layer {i}")
+            before, after = _flat(_params(s["before"], i)), _flat(_params(s["after"], i))
+            if before.size:
+                np.testing.assert_allclose(rec["grad_norm"][row], np.linalg.norm(_flat(s["grads"][i])), rtol=1e-12)
+                np.testing.assert_allclose(rec["weight_norm"][row], np.linalg.norm(before), rtol=1e-12)
+                np.testing.assert_allclose(rec["update_ratio"][row],
+                                           np.linalg.norm(after - before) / np.linalg.norm(before), rtol=1e-12)
+                assert rec["update_ratio"][row] > 0
+            else:
+                assert np.isnan([rec[k][row] for k in ("grad_norm", "weight_norm", "update_ratio")]).all()
+        bn_in = outs[0].astype(np.float64)  # batch norm's input is the first layer's output
+        row = np.flatnonzero((rec["step"] == step) & (rec["layer"] == "1"))[0]
+        np.testing.assert_allclose(rec["bn_batch_mean"][row], bn_in.mean(0).mean(), rtol=1e-12)
+        np.testing.assert_allclose(rec["bn_batch_var"][row], bn_in.var(0).mean(), rtol=1e-12)
+        np.testing.assert_allclose(rec["bn_running_mean"][row], s["after"]["1.running_mean"].astype(np.float64).mean(),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(rec["bn_running_var"][row], s["after"]["1.running_var"].astype(np.float64).mean(),
+                                   rtol=1e-12)
+        other = (rec["step"] == step) & (rec["layer"] != "1")
+        assert np.isnan(rec["bn_batch_mean"][other]).all() and np.isnan(rec["bn_running_var"][other]).all()
+
+
+def _final(trainer):
+    return trainer.model.state_dict(), [r["train_loss"] for r in trainer.history]
+
+
+@pytest.mark.parametrize("batch", [None, "fixed"])
+def test_probing_leaves_the_run_unchanged(batch):
+    X, y = _task()
+    plain = _trainer(_model())
+    plain.fit(DataLoader(X, y, BATCH, rng=5), epochs=2)
+    probe = Probe(every=3, batch=None if batch is None else (X[:50], y[:50]))
+    probed = _trainer(_model())
+    probed.fit(DataLoader(X, y, BATCH, rng=5), epochs=2, callbacks=[probe])
+    (w0, h0), (w1, h1) = _final(plain), _final(probed)
+    assert h1 == h0
+    for k, v in w0.items():
+        np.testing.assert_array_equal(w1[k], v, err_msg=k)
+    assert len(probe.records["step"]) == 4 * 5  # steps 0, 3, 6, 9 of 12
+    assert not any("forward" in vars(m) for m in probed.model.modules())  # every wrapper removed
+
+
+def test_a_fixed_probe_batch_is_run_before_the_step_with_the_weights_and_generator_of_then():
+    X, y = _task()
+    Xp = np.random.default_rng(9).standard_normal((40, 10)).astype(np.float32)
+    probe, recorder = Probe(every=4, batch=(Xp, None)), Recorder(4)
+    _trainer(_model()).fit(DataLoader(X, y, BATCH, shuffle=False), epochs=1, callbacks=[probe, recorder])
+    rec = {k: np.asarray(v) for k, v in probe.records.items()}
+    assert sorted(recorder.steps) == [0, 4]
+    for step, s in recorder.steps.items():
+        outs = _layer_outputs(s["before"], s["rng"], Xp)
+        rows = rec["step"] == step
+        got = np.stack([rec[k][rows] for k in ("act_p15", "act_p50", "act_p85")], axis=1)
+        np.testing.assert_array_equal(got, [np.percentile(o, [15, 50, 85]) for o in outs])
+        bn_in = outs[0].astype(np.float64)
+        np.testing.assert_allclose(rec["bn_batch_mean"][rows][1], bn_in.mean(0).mean(), rtol=1e-12)
+
+
+def test_steps_that_are_not_probed_do_nothing():
+    X, y = _task()
+    probe = Probe(every=4)
+    calls = []
+    for name in ("_begin", "_end"):
+        original = getattr(probe, name)
+        setattr(probe, name, lambda original=original, name=name: (calls.append((name, probe.trainer.step_count)),
+                                                                    original()))
+    wrapped_at = []
+    watch = LambdaCallback(on_batch_begin=lambda b, logs: wrapped_at.append(
+        (trainer.step_count, any("forward" in vars(m) for m in trainer.model.modules()))))
+    trainer = _trainer(_model())
+    trainer.fit(DataLoader(X, y, BATCH, shuffle=False), epochs=2, callbacks=[probe, watch])  # 12 steps
+    assert calls == [("_begin", 0), ("_end", 1), ("_begin", 4), ("_end", 5), ("_begin", 8), ("_end", 9)]
+    assert [s for s, wrapped in wrapped_at if wrapped] == [0, 4, 8]
+    assert probe.records["step"] == [0] * 5 + [4] * 5 + [8] * 5
+    assert probe.records["epoch"] == [1] * 10 + [2] * 5
+
+
+def test_layers_by_index_and_name_and_bad_arguments():
+    X, y = _task(64)
+    probe = Probe(every=1, layers=[0, "1", -1])
+    _trainer(_model()).fit(DataLoader(X, y, BATCH, shuffle=False), epochs=1, callbacks=[probe])
+    assert probe.records["layer"] == ["0", "1", "4"] * 2
+    assert probe.records["kind"] == ["Linear", "BatchNorm1d", "Linear"] * 2
+    with pytest.raises(ValueError, match="every"):
+        Probe(every=0)
+    with pytest.raises(ValueError, match="layers has index 5"):
+        _trainer(_model()).fit(DataLoader(X, y, BATCH), epochs=1, callbacks=[Probe(layers=[5])])
+    with pytest.raises(ValueError, match="layers has 'head'"):
+        _trainer(_model()).fit(DataLoader(X, y, BATCH), epochs=1, callbacks=[Probe(layers="head")])
+    with pytest.raises(ValueError, match="batch"):
+        Probe(batch=np.zeros((0, 10)))
+
+
+def test_batch_statistics_of_batchnorm2d_are_over_examples_and_pixels():
+    x = np.random.default_rng(1).standard_normal((4, 3, 5, 5)) * np.array([1.0, 2.0, 3.0])[None, :, None, None] + 1.0
+    rows = np.moveaxis(x, 1, -1).reshape(-1, 3)
+    mean, var = batch_statistics(nn.BatchNorm2d(3), x)
+    np.testing.assert_allclose([mean, var], [rows.mean(0).mean(), rows.var(0).mean()], rtol=1e-12)
+
+
+def _probed_run(run_dir, epochs, resume=False):
+    X, y = _task()
+    loader = DataLoader(X, y, BATCH, rng=7)
+    trainer = _trainer(_model(), run_dir=run_dir, loader_rng=loader.rng)
+    if resume:
+        assert trainer.resume()
+    probe = Probe(every=5)
+    trainer.fit(loader, epochs=epochs, callbacks=[probe])
+    return trainer, probe
+
+
+def test_resumed_records_and_file_equal_an_uninterrupted_runs(tmp_path):
+    _, full = _probed_run(tmp_path / "full", 4)
+    _probed_run(tmp_path / "part", 3)
+    (tmp_path / "part" / "checkpoints" / "ckpt-000003.json").unlink()  # killed after epoch 3's files, before its checkpoint
+    assert [p.name for p in list_checkpoints(tmp_path / "part" / "checkpoints")] == ["ckpt-000002.json"]
+    trainer, again = _probed_run(tmp_path / "part", 4, resume=True)
+    assert trainer.step_count == 24
+    for name in COLUMNS:
+        np.testing.assert_array_equal(np.asarray(again.records[name]), np.asarray(full.records[name]), err_msg=name)
+    on_disk, expected = read_probe(tmp_path / "part"), read_probe(tmp_path / "full" / "probe.npz")
+    assert set(on_disk) == set(COLUMNS)
+    for name in COLUMNS:
+        np.testing.assert_array_equal(on_disk[name], expected[name], err_msg=name)
+    assert on_disk["step"].tolist() == [s for s in range(0, 24, 5) for _ in range(5)]
+
+
+def test_plot_probe_writes_a_png_of_the_records(tmp_path):
+    _probed_run(tmp_path, 2)
+    path = plot_probe(read_probe(tmp_path), tmp_path / "probe.png", title="probe")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    with pytest.raises(ValueError, match="records"):
+        plot_probe({"layer": []}, tmp_path / "empty.png")
