@@ -158,8 +158,8 @@ class Probe(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs):
-        self.layers = self.resolve_layers(self.trainer.model)
         self._unwrap()  # a step that failed midway may have left wrappers behind
+        self.layers = self.resolve_layers(self.trainer.model)
         self._step = None
 
     def on_batch_begin(self, batch, logs):
