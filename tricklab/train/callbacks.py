@@ -68,7 +68,11 @@ class Callback:
 
 def overrides(callback: Callback, hook: str) -> bool:
     """Whether ``callback`` does something in ``hook``: its class overrides it, or (LambdaCallback) the
-    instance holds a function for it; the base class's hooks do nothing."""
+    instance holds a function for it, and it does not list the hook in ``skip_hooks`` (a callback
+    switched off in a hook it has, e.g. a progress bar off a terminal); the base class's hooks do
+    nothing."""
+    if hook in getattr(callback, "skip_hooks", ()):
+        return False
     return hook in vars(callback) or getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
@@ -137,6 +141,7 @@ class StepSchedulers(Callback):
         if interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {interval!r}")
         self.schedulers, self.interval = list(schedulers), interval
+        self.skip_hooks = {"on_batch_end"} if interval == "epoch" or not schedulers else set()
 
     def on_batch_end(self, batch, logs):
         if self.interval == "step":
@@ -167,6 +172,7 @@ class ProgressBar(Callback):
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
         self.bar = None
+        self.skip_hooks = () if self.enabled else HOOKS
 
     def on_epoch_begin(self, epoch, logs):
         if self.enabled:

@@ -236,6 +236,9 @@ class Trainer:
         """The trainer's callbacks, this fit's, then the writers (history files, checkpoint) last;
         checkpointed state waiting for a callback of this fit is loaded into it now."""
         extra = list(extra)
+        for cb in extra:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be tricklab.train.Callback instances, got {type(cb).__name__}")
         cbs = [cb for cb in self.callbacks.callbacks + extra if not cb.last]
         writers = [cb for cb in self.callbacks.callbacks + extra if cb.last]
         if self.run_dir is not None:
