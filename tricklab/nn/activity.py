@@ -7,10 +7,10 @@ References:
 
 from __future__ import annotations
 
-from numbers import Real
 
 import numpy as np
 
+from ._checks import check_nonnegative
 from .module import Module
 
 
@@ -31,9 +31,7 @@ class ActivityL1(Module):
 
     def __init__(self, lam: float = 1e-4, dtype=None):
         super().__init__(dtype=dtype)
-        if not (isinstance(lam, Real) and not isinstance(lam, bool) and lam >= 0):
-            raise ValueError(f"ActivityL1: lam must be a number >= 0, got {lam!r}")
-        self.lam = float(lam)
+        self.lam = check_nonnegative("ActivityL1", "lam", lam)
         self.penalty = 0.0
         self._sign_scaled = None
 

@@ -8,18 +8,13 @@ References:
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Iterable
 
 import numpy as np
 
+from ._checks import check_nonnegative
 from .module import Module
 from .parameter import Parameter
-
-
-def _check_max_norm(owner: str, value) -> None:
-    if not (isinstance(value, Real) and not isinstance(value, bool) and value >= 0):
-        raise ValueError(f"{owner}: max_norm must be a number >= 0, got {value!r}")
 
 
 def _weights(target) -> list[Parameter]:
@@ -48,7 +43,7 @@ def max_norm_(params_or_module: Module | Parameter | Iterable[Parameter], max_no
     more dimensions are constrained, so biases (1-D) are skipped, whether a module or a list of
     parameters is given. Apply it after each optimizer step. Returns how many units were rescaled.
     """
-    _check_max_norm("max_norm_", max_norm)
+    check_nonnegative("max_norm_", "max_norm", max_norm)
     rescaled = 0
     for p in _weights(params_or_module):
         if not -p.data.ndim <= dim < p.data.ndim:
@@ -69,8 +64,7 @@ class MaxNorm:
     """
 
     def __init__(self, max_norm: float = 3.0, dim: int = 0):
-        _check_max_norm("MaxNorm", max_norm)
-        self.max_norm, self.dim = float(max_norm), int(dim)
+        self.max_norm, self.dim = check_nonnegative("MaxNorm", "max_norm", max_norm), int(dim)
 
     def __call__(self, params_or_module) -> int:
         return max_norm_(params_or_module, self.max_norm, self.dim)

@@ -7,11 +7,12 @@ References:
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 
 from .._rng import RngLike, as_generator
+from ._checks import check_batch_input, check_probability
 from .activation import ReLU, Sigmoid, Tanh
 from .dropout import bernoulli_mask
 from .linear import affine_output_shape, affine_parameters
@@ -20,34 +21,6 @@ from .module import Module
 MASKS = ("example", "batch")
 INFERENCES = ("mean", "gaussian")
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-
-
-def check_batch_input(owner: Module, x) -> np.ndarray:
-    """Cast ``x`` and require the shape (batch, in_features) that per-example noise needs."""
-    x = owner._cast_input(x)
-    if x.ndim != 2 or x.shape[1] != owner.in_features:
-        raise ValueError(
-            f"{type(owner).__name__}({owner.in_features}, {owner.out_features}) got input of shape {x.shape}; "
-            f"expected (batch, {owner.in_features})"
-        )
-    return x
-
-
-def is_real(value) -> bool:
-    """A real number (Python or NumPy), not a bool; NaN passes here and fails every range check."""
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def check_probability(owner: str, name: str, value) -> float:
-    if not (is_real(value) and 0.0 <= value < 1.0):
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
-def check_nonnegative(owner: str, name: str, value) -> float:
-    if not (is_real(value) and value >= 0):
-        raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
-    return float(value)
 
 
 def _resolve_activation(activation, dtype) -> Module | None:

@@ -10,9 +10,8 @@ References:
 
 from __future__ import annotations
 
-from numbers import Real
-
 from .._rng import RngLike, as_generator
+from ._checks import check_nonnegative
 from .module import Module
 
 MODES = ("additive", "multiplicative")
@@ -34,8 +33,7 @@ class GaussianNoise(Module):
 
     def __init__(self, std: float = 0.1, mode: str = "additive", rng: RngLike = None, dtype=None):
         super().__init__(dtype=dtype)
-        if not (isinstance(std, Real) and not isinstance(std, bool) and std >= 0):
-            raise ValueError(f"GaussianNoise: std must be a number >= 0, got {std!r}")
+        std = check_nonnegative("GaussianNoise", "std", std)
         if mode not in MODES:
             raise ValueError(f"GaussianNoise: mode must be one of {MODES}, got {mode!r}")
         self.std, self.mode, self.rng = float(std), mode, as_generator(rng)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._rng import RngLike, as_generator
-from .dropconnect import (affine_output_shape, affine_parameters, check_batch_input, check_nonnegative,
-                          check_probability)
+from ._checks import check_batch_input, check_nonnegative, check_probability
 from .dropout import bernoulli_mask
+from .linear import affine_output_shape, affine_parameters
 from .module import Module
 
 

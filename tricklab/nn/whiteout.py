@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._rng import RngLike, as_generator
-from .dropconnect import affine_output_shape, affine_parameters, check_batch_input, check_nonnegative
+from ._checks import check_batch_input, check_nonnegative
+from .linear import affine_output_shape, affine_parameters
 from .module import Module
 
 MODES = ("additive", "multiplicative")
