@@ -360,12 +360,12 @@ def test_zoneout_h_only_leaves_the_cell_unmasked(rng):
     (dict(zoneout_c=True), "zoneout_c"), (dict(zoneout_h="0.1"), "zoneout_h"),
 ])
 def test_lstm_rejects_bad_zoneout(kw, name):
-    with pytest.raises(ValueError, match=rf"LSTM: {name} must be a probability in \[0, 1\)"):
+    with pytest.raises(ValueError, match=rf"LSTM: {name} must be in \[0, 1\)"):
         LSTM(3, 4, **kw)
 
 
 def test_rnn_rejects_bad_zoneout_and_nonlinearity():
-    with pytest.raises(ValueError, match=r"RNN: zoneout must be a probability in \[0, 1\), got 1"):
+    with pytest.raises(ValueError, match=r"RNN: zoneout must be in \[0, 1\), got 1"):
         RNN(3, 4, zoneout=1)
     with pytest.raises(ValueError, match="nonlinearity must be one of"):
         RNN(3, 4, nonlinearity="sigmoid")

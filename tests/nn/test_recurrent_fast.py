@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tricklab.nn import _kernels as K
+from tricklab.nn._blas import gemm_accumulate_steps
 from tricklab.nn.recurrent import LSTM, RNN, SequenceEncoder
 
 pytestmark = pytest.mark.skipif(not K.numba_available(), reason="the fused path needs numba")
@@ -170,13 +171,16 @@ def test_sequence_encoder_backward_parameters_gives_backwards_parameter_gradient
 
 def test_step_kernels_refuse_shapes_that_do_not_fit():
     with K.using("numba"):
-        a, c = np.zeros((3, 8)), np.zeros((3, 2))
-        with pytest.raises(ValueError, match="do not fit states of shape"):
-            K.lstm_cell_(a, c, None, c, np.zeros((3, 3)))
-        with pytest.raises(ValueError, match="do not fit states of shape"):
-            K.lstm_backward_(c, c, np.zeros((3, 6)), c, c, None, None, None, a, c)
-        with pytest.raises(ValueError, match="do not fit states of shape"):
-            K.rnn_backward_(c, c, None, False, np.zeros((2, 2)), c, c)
+        fast = K.compiled()
+    a, c = np.zeros((3, 8)), np.zeros((3, 2))
+    with pytest.raises(ValueError, match="do not fit states of shape"):
+        fast.lstm_cell_(a, c, None, c, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="do not fit states of shape"):
+        fast.lstm_backward_(c, c, np.zeros((3, 6)), c, c, None, None, None, a, c)
+    with pytest.raises(ValueError, match="do not fit states of shape"):
+        fast.rnn_backward_(c, c, None, False, np.zeros((2, 2)), c, c)
+    with pytest.raises(ValueError, match="do not fit states of shape"):
+        fast.zone_(c, c, np.zeros((3, 3)), c)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -185,7 +189,7 @@ def test_gemm_accumulate_steps_adds_each_steps_product(rng, dtype):
     a = rng.standard_normal((6, 4, 2)).astype(dtype)
     w = rng.standard_normal((5, 2)).astype(dtype)  # used transposed, as the layers use W_hh
     expected = c.copy()
-    step = K.gemm_accumulate_steps(c, a, w.T)
+    step = gemm_accumulate_steps(c, a, w.T)
     for i, j in [(0, 5), (2, 0), (0, 1)]:
         step(i, j)
         expected[i] += a[j] @ w.T
@@ -201,7 +205,7 @@ def test_gemm_accumulate_steps_without_one_blas_call_still_adds_and_checks(rng):
     a = rng.standard_normal((2, 3, 5))[:, :, ::2]  # strided rows: not one BLAS call
     w = rng.standard_normal((3, 4))
     expected = c[1] + a[0] @ w
-    step = K.gemm_accumulate_steps(c, a, w)
+    step = gemm_accumulate_steps(c, a, w)
     step(1, 0)
     np.testing.assert_allclose(c[1], expected, rtol=1e-14, atol=1e-14)
     with pytest.raises(IndexError, match="outside the stacks"):

@@ -8,12 +8,12 @@ References:
 from __future__ import annotations
 
 import copy
-import numbers
 
 import numpy as np
 
 from .._rng import RngLike, as_generator
 from . import _kernels as K
+from ._checks import check_probability
 from .inference import is_inference_mode, output_buffer
 from .linear import Linear
 from .module import Module, Sequential
@@ -21,16 +21,35 @@ from .module import Module, Sequential
 SCALINGS = ("inverted", "test")
 
 
-def bernoulli_mask(rng: np.random.Generator, shape, keep: float, dtype) -> np.ndarray:
-    """A fresh mask, 1 with probability ``keep`` (the lecture's alpha) and 0 otherwise.
+def bernoulli_mask(rng: np.random.Generator, shape, keep: float, dtype, scale: float = 1,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """A mask of ``shape``, ``scale`` with probability ``keep`` (the lecture's alpha) and 0 otherwise,
+    into ``out`` if given, else a fresh array: the one Bernoulli draw of Dropout, DropConnect and Shakeout.
 
-    Drawn by :func:`keep_rule` from ``rng``'s raw bits: the same draws as a :class:`Dropout`
-    layer's mask for the same generator state and shape.
+    Drawn by :func:`keep_rule` from ``rng``'s raw bits (:func:`random_chunks`): the same draws as a
+    :class:`Dropout` layer's mask for the same generator state and shape.
     """
-    mask = np.empty(shape, dtype=dtype)
+    mask = np.empty(shape, dtype=dtype) if out is None else out
     threshold, chunks = random_chunks(rng, mask.size, keep)
-    K.bernoulli_(chunks, threshold, 1, mask)
+    fast = K.compiled()
+    (fast.bernoulli_ if fast else bernoulli_)(chunks, threshold, scale, mask)
     return mask
+
+
+def bernoulli_(chunks: np.ndarray, threshold: int, scale, mask: np.ndarray) -> None:
+    """mask_i = scale if r_i < threshold else 0, in place, for the random integers r = ``chunks``
+    (one per entry of ``mask``, :func:`random_chunks`)."""
+    flat = mask.reshape(-1)
+    np.less(chunks, threshold, out=flat, casting="unsafe")
+    if scale != 1:
+        flat *= scale
+
+
+def dropout(x: np.ndarray, chunks: np.ndarray, threshold: int, scale, mask: np.ndarray) -> np.ndarray:
+    """y = x * mask with mask_i = scale if r_i < threshold else 0 written into ``mask`` (as
+    :func:`bernoulli_`); ``mask`` has x's shape."""
+    bernoulli_(chunks, threshold, scale, mask)
+    return x * mask
 
 
 def keep_rule(keep: float) -> tuple[int, int]:
@@ -83,11 +102,10 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5, scaling: str = "inverted", rng: RngLike = None, dtype=None):
         super().__init__(dtype=dtype)
         name = type(self).__name__
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
-            raise ValueError(f"{name}: p (drop probability) must be in [0, 1), got {p!r}")
+        p = check_probability(name, "p (drop probability)", p)
         if scaling not in SCALINGS:
             raise ValueError(f"{name}: scaling must be one of {SCALINGS}, got {scaling!r}")
-        self.p, self.scaling, self.rng = float(p), scaling, as_generator(rng)
+        self.p, self.scaling, self.rng = p, scaling, as_generator(rng)
         self._scale = None
 
     @property
@@ -107,14 +125,14 @@ class Dropout(Module):
             self._scale = scale
             return x * scale if self.scaling == "test" else x
         # m ~ Bernoulli(alpha) from raw random bits; the mask stored is m / alpha (inverted) or m
-        threshold, chunks = random_chunks(self.rng, int(np.prod(shape)), self.keep)
         scale = self.dtype.type(1) / alpha if self.scaling == "inverted" else self.dtype.type(1)
         mask = self._scratch("_mask", shape)
         self._scale = mask
-        if shape == x.shape:
-            return K.dropout(x, chunks, threshold, scale, mask)  # mask and product in one pass
-        K.bernoulli_(chunks, threshold, scale, mask)
-        return x * mask
+        if shape != x.shape:
+            return x * bernoulli_mask(self.rng, shape, self.keep, self.dtype, scale, out=mask)
+        threshold, chunks = random_chunks(self.rng, mask.size, self.keep)
+        fast = K.compiled()
+        return (fast.dropout if fast else dropout)(x, chunks, threshold, scale, mask)  # mask and product in one pass
 
     def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of one mask draw, broadcast over the input: one entry per element."""

@@ -8,7 +8,7 @@ from numbers import Integral
 import numpy as np
 
 from .._rng import RngLike, as_generator
-from . import _kernels as K
+from ._blas import gemm_accumulate
 from . import init as init_
 from .inference import is_inference_mode, output_buffer
 from .module import Module
@@ -95,7 +95,7 @@ class Linear(Module):
     def backward_parameters(self, grad_output):
         x, g = self._saved("_x"), self._grad_output(grad_output)
         g2, x2 = g.reshape(-1, self.out_features), x.reshape(-1, self.in_features)
-        K.gemm_accumulate(self.weight.grad, g2.T, x2)  # dW += g^T x, one BLAS call
+        gemm_accumulate(self.weight.grad, g2.T, x2)  # dW += g^T x, one BLAS call
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
 

@@ -20,6 +20,65 @@ from .module import Module, Sequential
 from .parameter import Parameter
 
 
+# The passes over a (rows, features) matrix z, each feature normalized over the B rows (the math of
+# BatchNorm1d's docstring). With the numba kernels the layer runs their compiled twins of the same
+# names in nn/_compiled.py instead (one pass over memory each); tests/nn/test_fast_path.py checks
+# that both give these numbers.
+def batchnorm_train(z: np.ndarray, gamma, beta, eps: float):
+    """Batch statistics and the normalized output, ``(out, mu, var, inv_std)``::
+
+        mu = (1/B) sum_i z_i,   var = (1/B) sum_i (z_i - mu)^2   (biased; sums in float64, as torch)
+        inv_std = 1 / sqrt(var + eps),   out = gamma (z - mu) inv_std + beta
+
+    gamma, beta (features,) or None (affine=False); mu, var, inv_std (features,) in z's dtype."""
+    mu = z.mean(axis=0, dtype=np.float64).astype(z.dtype)
+    d = z - mu
+    d *= d
+    var = d.mean(axis=0, dtype=np.float64).astype(z.dtype)
+    inv_std = 1.0 / np.sqrt(var + z.dtype.type(eps))
+    return batchnorm_eval(z, mu, inv_std, gamma, beta), mu, var, inv_std
+
+
+def batchnorm_eval(z: np.ndarray, mu, inv_std, gamma, beta, out: np.ndarray | None = None) -> np.ndarray:
+    """out = gamma (z - mu) inv_std + beta (just (z - mu) inv_std when gamma is None), into ``out``
+    if given: with the population mu and inv_std = 1 / sqrt(running_var + eps) at eval."""
+    u = np.subtract(z, mu, out=out)
+    u *= inv_std
+    if gamma is not None:
+        u *= gamma
+        u += beta
+    return u
+
+
+def batchnorm_backward(gy: np.ndarray, z: np.ndarray, mu, inv_std, gamma, batch_stats: bool, dgamma, dbeta):
+    """The lecture's closed form, g = dLoss/dout, u = (z - mu) inv_std recomputed from z::
+
+        dgamma += sum_i g_i u_i,   dbeta += sum_i g_i                  (sums in float64; skipped if None)
+        dz = gamma inv_std (g - mean_i g_i - u mean_i g_i u_i)       (batch statistics)
+        dz = gamma inv_std g                                          (population statistics)
+    """
+    u = (z - mu) * inv_std
+    sum_g, sum_gu = gy.sum(axis=0, dtype=np.float64), (gy * u).sum(axis=0, dtype=np.float64)
+    if dgamma is not None:
+        dgamma += sum_gu
+        dbeta += sum_g
+    scale = gamma * inv_std if gamma is not None else inv_std
+    if batch_stats:
+        B = gy.shape[0]
+        return scale * (gy - (sum_g / B).astype(gy.dtype) - u * (sum_gu / B).astype(gy.dtype))
+    return scale * gy
+
+
+def batchnorm_running_(running_mean, running_var, mu, var, factor: float, batch: int) -> None:
+    """The running statistics in place, r <- (1 - factor) r + factor s, with the unbiased variance
+    var * B / (B - 1) for running_var (B = ``batch``)."""
+    unbiased = var * (batch / (batch - 1))
+    running_mean *= 1 - factor
+    running_mean += factor * mu
+    running_var *= 1 - factor
+    running_var += factor * unbiased
+
+
 class _BatchNorm(Module):
     """What BatchNorm1d and BatchNorm2d share: the statistics, normalization and closed-form backward
     of a (rows, features) matrix, each feature normalized over the rows (the math of BatchNorm1d's
@@ -89,8 +148,8 @@ class _BatchNorm(Module):
             if z.shape[0] < 2:
                 raise ValueError(f"{type(self).__name__} expected more than 1 value per {self._feature} when "
                                  f"training, got input of shape {x.shape}")
-            # mu, var (biased), inv_std = 1/sqrt(var + eps), u = (z - mu) inv_std, out = gamma u + beta
-            out, mu, var, inv_std = K.batchnorm_train(z, gamma, beta, self.eps)
+            fast = K.compiled()
+            out, mu, var, inv_std = (fast.batchnorm_train if fast else batchnorm_train)(z, gamma, beta, self.eps)
             self._check_finite(mu, x.shape)
             if self._collector is not None:
                 self._collector.append((mu, var, z.shape[0]))
@@ -99,7 +158,8 @@ class _BatchNorm(Module):
         else:
             mu = self.running_mean.copy()  # kept for backward: running statistics may change
             inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
-            out = K.batchnorm_eval(z, mu, inv_std, gamma, beta)
+            fast = K.compiled()
+            out = (fast.batchnorm_eval if fast else batchnorm_eval)(z, mu, inv_std, gamma, beta)
         # backward recomputes u = (z - mu) inv_std from the input rather than storing it
         self._z, self._mu, self._inv_std, self._batch_stats = z, mu, inv_std, use_batch
         self._input_shape = x.shape
@@ -128,8 +188,9 @@ class _BatchNorm(Module):
         y = output_buffer(self, x.shape)
         rows = part.reshape(len(part), -1)
         out = y.reshape(rows.shape) if self._selected is None else np.empty_like(rows)
-        K.batchnorm_eval(rows, per_entry(self.running_mean), per_entry(inv_std), per_entry(gamma), per_entry(beta),
-                         out)
+        fast = K.compiled()
+        (fast.batchnorm_eval if fast else batchnorm_eval)(rows, per_entry(self.running_mean), per_entry(inv_std),
+                                                          per_entry(gamma), per_entry(beta), out)
         if self._selected is not None:
             np.copyto(y, x)
             y[:, self._selected] = out.reshape(part.shape)
@@ -158,8 +219,9 @@ class _BatchNorm(Module):
     def _update_running(self, mu: np.ndarray, var: np.ndarray, batch: int) -> None:
         self.num_batches_tracked += 1
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        # r <- (1 - factor) r + factor s, with var_B * B / (B - 1) for running_var
-        K.batchnorm_running_(self.running_mean, self.running_var, mu, var, factor, batch)
+        fast = K.compiled()
+        (fast.batchnorm_running_ if fast else batchnorm_running_)(self.running_mean, self.running_var, mu, var,
+                                                                  factor, batch)
 
     # ---------------------------------------------------------------- backward
     def backward(self, grad_output):
@@ -170,9 +232,9 @@ class _BatchNorm(Module):
                              f"output's shape {self._input_shape}")
         part = gy if self._selected is None else gy[:, self._selected]
         gamma, dgamma, dbeta = (self.weight.data, self.weight.grad, self.bias.grad) if self.affine else (None, None, None)
-        # dgamma += sum_i g_i u_i, dbeta += sum_i g_i; with batch statistics
-        # dz = gamma inv_std (g - mean_i g_i - u mean_i g_i u_i), with population ones dz = gamma inv_std g
-        gz = K.batchnorm_backward(self._as_rows(part), z, mu, inv_std, gamma, self._batch_stats, dgamma, dbeta)
+        fast = K.compiled()
+        gz = (fast.batchnorm_backward if fast else batchnorm_backward)(self._as_rows(part), z, mu, inv_std, gamma,
+                                                                       self._batch_stats, dgamma, dbeta)
         gz = self._from_rows(gz, part.shape)
         if self._selected is None:
             return gz

@@ -12,8 +12,8 @@ the plain per-step NumPy loops, the reference that reads like the equations; the
 ``numpy`` kernels (``TRICKLAB_KERNELS=numpy``, ``_kernels.use("numpy")``). With the ``numba``
 kernels the ``_fused`` twins run instead: the same arithmetic, one BLAS call per step that adds
 h_{t-1} W_hh^T into the input projection (or dLoss/da_t W_hh into dLoss/dh_{t-1}), one compiled
-pass per step for the gates' elementwise work (``_kernels.lstm_cell_``, ``lstm_hidden_``,
-``lstm_backward_``, ``rnn_backward_``, ``zone_``) and work buffers kept across calls
+pass per step for the gates' elementwise work (``lstm_cell_``, ``lstm_hidden_``, ``lstm_backward_``,
+``rnn_backward_``, ``zone_`` in nn/_compiled.py) and work buffers kept across calls
 (``Module._scratch``); both keep the same cache, and tests/nn/test_recurrent_fast.py checks
 that they agree.
 
@@ -46,22 +46,13 @@ import numpy as np
 
 from .._rng import RngLike, as_generator
 from . import _kernels as K
+from ._blas import gemm_accumulate, gemm_accumulate_steps
+from ._checks import check_probability
+from .activation import sigmoid
 from .module import Module
 from .parameter import Parameter
 
 NONLINEARITIES = ("tanh", "relu")
-
-
-def _probability(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    # 1/(1+exp(-a)) = (1 + tanh(a/2)) / 2: the same value, without overflow for large |a|
-    return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
 def _zone(new: np.ndarray, prev: np.ndarray, d) -> np.ndarray:
@@ -103,7 +94,7 @@ class _Recurrent(Module):
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first = bool(bias), True
         # one probability per carried state, in the order of _states
-        self._zoneout = tuple(_probability(owner, name, z) for name, z in zoneout.items())
+        self._zoneout = tuple(check_probability(owner, name, z) for name, z in zoneout.items())
         self.rng = as_generator(rng)
         H, G = self.hidden_size, self._gates * self.hidden_size
         bound = 1.0 / math.sqrt(H)  # torch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
@@ -150,7 +141,7 @@ class _Recurrent(Module):
         T, B, n_in = x.shape
         out = self._scratch(f"_projection_l{l}", (T, B, w_ih.shape[0]))
         out[...] = bias
-        K.gemm_accumulate(out.reshape(T * B, -1), x.reshape(T * B, n_in), w_ih.T)
+        gemm_accumulate(out.reshape(T * B, -1), x.reshape(T * B, n_in), w_ih.T)
         return out
 
     def _fused_weight_grads(self, l: int, ga: np.ndarray, x: np.ndarray, h_prev: np.ndarray, input_grad: bool):
@@ -159,8 +150,8 @@ class _Recurrent(Module):
         W_ih, W_hh, b = self._weights(l)
         T, B, G = ga.shape
         ga2 = ga.reshape(T * B, G)
-        K.gemm_accumulate(W_ih.grad, ga2.T, x.reshape(T * B, -1))
-        K.gemm_accumulate(W_hh.grad, ga2.T, h_prev.reshape(T * B, -1))
+        gemm_accumulate(W_ih.grad, ga2.T, x.reshape(T * B, -1))
+        gemm_accumulate(W_hh.grad, ga2.T, h_prev.reshape(T * B, -1))
         if b is not None:
             gb = ga2.sum(axis=0)
             b[0].grad += gb
@@ -222,7 +213,7 @@ class _Recurrent(Module):
         layer_in = np.ascontiguousarray(x.transpose(1, 0, 2))
         finals = [np.empty_like(s) for s in states0]
         caches = []
-        forward = self._layer_forward_fused if K.backend() == "numba" else self._layer_forward
+        forward = self._layer_forward if K.compiled() is None else self._layer_forward_fused
         for l in range(self.num_layers):
             layer_zones = [None if d is None else d[l] if isinstance(d, np.ndarray) else d for d in zones]
             layer_in, final, cache = forward(l, layer_in, [s[l] for s in states0], layer_zones)
@@ -256,7 +247,7 @@ class _Recurrent(Module):
                                  f"expected (num_layers, batch, hidden_size) = {expected}")
             gfs.append(gf)
         grads0 = [np.empty_like(gf) for gf in gfs]
-        backward = self._layer_backward_fused if K.backend() == "numba" else self._layer_backward
+        backward = self._layer_backward if K.compiled() is None else self._layer_backward_fused
         for l in reversed(range(self.num_layers)):
             cache, zones = caches[l]
             g, g0 = backward(l, cache, g, [gf[l] for gf in gfs], zones, input_grad or l > 0)
@@ -362,7 +353,8 @@ class RNN(_Recurrent):
 
     def _layer_forward_fused(self, l, x, state0, zones):
         """_layer_forward in reused buffers: per step one BLAS call adds h_{t-1} W_hh^T into the
-        projection, NumPy's tanh (or max) in place, K.zone_ mixes in h_{t-1}. The same cache."""
+        projection, NumPy's tanh (or max) in place, zone_ mixes in h_{t-1}. The same cache."""
+        fast = K.compiled()
         W_ih, W_hh, b = self._weights(l)
         T, B = x.shape[:2]
         H = self.hidden_size
@@ -370,7 +362,7 @@ class RNN(_Recurrent):
         hs = self._scratch(f"_hs_l{l}", (T + 1, B, H))
         hs[0] = state0[0]
         d = _per_step(zones[0], T, B, H, self.dtype)
-        add_recurrent = K.gemm_accumulate_steps(cand, hs, W_hh.data.T)  # cand[t] += h_{t-1} W_hh^T
+        add_recurrent = gemm_accumulate_steps(cand, hs, W_hh.data.T)  # cand[t] += h_{t-1} W_hh^T
         for t in range(T):
             a = cand[t]
             add_recurrent(t, t)
@@ -381,12 +373,13 @@ class RNN(_Recurrent):
             if d[t] is None:
                 hs[t + 1] = a
             else:
-                K.zone_(a, hs[t], d[t], hs[t + 1])
+                fast.zone_(a, hs[t], d[t], hs[t + 1])
         return hs[1:], (hs[T],), (x, hs, cand)
 
     def _layer_backward_fused(self, l, cache, grad_h, grad_final, zones, input_grad=True):
-        """_layer_backward with one compiled pass a step (K.rnn_backward_: dLoss/da_t and
+        """_layer_backward with one compiled pass a step (rnn_backward_: dLoss/da_t and
         d_t g_t + grad_output_{t-1}) and one BLAS call adding dLoss/da_t W_hh into dLoss/dh_{t-1}."""
+        fast = K.compiled()
         x, hs, cand = cache
         _, W_hh, _ = self._weights(l)
         T, B, H = cand.shape
@@ -396,10 +389,10 @@ class RNN(_Recurrent):
         gh = pair[0]
         np.add(grad_final[0], grad_h[T - 1], out=gh)
         relu = self.nonlinearity == "relu"
-        add_recurrent = K.gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
+        add_recurrent = gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
         for t in reversed(range(T)):
             k = (T - t) % 2
-            K.rnn_backward_(gh, cand[t], d[t], relu, grad_h[t - 1] if t else None, ga[t], pair[k])
+            fast.rnn_backward_(gh, cand[t], d[t], relu, grad_h[t - 1] if t else None, ga[t], pair[k])
             add_recurrent(k, t)
             gh = pair[k]
         return self._fused_weight_grads(l, ga, x, hs[:-1], input_grad), (gh,)
@@ -506,8 +499,8 @@ class LSTM(_Recurrent):
         for t in range(T):
             a = gates[t]
             a += hs[t] @ W_hh.data.T
-            a[:, :2 * H] = _sigmoid(a[:, :2 * H])
-            a[:, 3 * H:] = _sigmoid(a[:, 3 * H:])
+            sigmoid(a[:, :2 * H], out=a[:, :2 * H])
+            sigmoid(a[:, 3 * H:], out=a[:, 3 * H:])
             np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
             i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
             c_new = f * cs[t] + i * g
@@ -550,7 +543,7 @@ class LSTM(_Recurrent):
         """S W_ih, S W_hh and S (b_ih + b_hh) with S = diag(1/2 on the i, f and o rows, 1 on the g rows).
 
         Then S a_t = [a_i/2, a_f/2, a_g, a_o/2] comes out of the products, and one tanh over all four
-        gates gives tanh(a_g) and the tanh(a/2) of sigmoid(a) = (1 + tanh(a/2)) / 2 (_sigmoid's
+        gates gives tanh(a_g) and the tanh(a/2) of sigmoid(a) = (1 + tanh(a/2)) / 2 (activation.sigmoid's
         formula). Halving is exact in binary floating point, so S a_t is 0.5 * a_t to the bit."""
         W_ih, W_hh, b = self._weights(l)
         H = self.hidden_size
@@ -562,8 +555,9 @@ class LSTM(_Recurrent):
 
     def _layer_forward_fused(self, l, x, state0, zones):
         """_layer_forward in reused buffers: per step one BLAS call adds h_{t-1} (S W_hh)^T into the
-        projection (see _halved_gate_weights), one NumPy tanh over the four gates, K.lstm_cell_
-        ([i, f, g, o], c~ and c_t in one pass), NumPy's tanh(c~), K.lstm_hidden_ (h_t). The same cache."""
+        projection (see _halved_gate_weights), one NumPy tanh over the four gates, lstm_cell_
+        ([i, f, g, o], c~ and c_t in one pass), NumPy's tanh(c~), lstm_hidden_ (h_t). The same cache."""
+        fast = K.compiled()
         T, B = x.shape[:2]
         H = self.hidden_size
         w_ih, w_hh, bias = self._halved_gate_weights(l)
@@ -573,19 +567,20 @@ class LSTM(_Recurrent):
         tanh_c = self._scratch(f"_tanh_c_l{l}", (T, B, H))
         hs[0], cs[0] = state0
         dh, dc = (_per_step(d, T, B, H, self.dtype) for d in zones)
-        add_recurrent = K.gemm_accumulate_steps(gates, hs, w_hh.T)  # gates[t] += h_{t-1} (S W_hh)^T
+        add_recurrent = gemm_accumulate_steps(gates, hs, w_hh.T)  # gates[t] += h_{t-1} (S W_hh)^T
         for t in range(T):
             a = gates[t]
             add_recurrent(t, t)
             np.tanh(a, out=a)
-            K.lstm_cell_(a, cs[t], dc[t], cs[t + 1], tanh_c[t])
+            fast.lstm_cell_(a, cs[t], dc[t], cs[t + 1], tanh_c[t])
             np.tanh(tanh_c[t], out=tanh_c[t])
-            K.lstm_hidden_(a, tanh_c[t], hs[t], dh[t], hs[t + 1])
+            fast.lstm_hidden_(a, tanh_c[t], hs[t], dh[t], hs[t + 1])
         return hs[1:], (hs[T], cs[T]), (x, hs, cs, gates, tanh_c)
 
     def _layer_backward_fused(self, l, cache, grad_h, grad_final, zones, input_grad=True):
-        """_layer_backward with one compiled pass a step (K.lstm_backward_: the four dLoss/da, dLoss/dc_{t-1}
+        """_layer_backward with one compiled pass a step (lstm_backward_: the four dLoss/da, dLoss/dc_{t-1}
         and d^h g^h + grad_output_{t-1}) and one BLAS call adding dLoss/da_t W_hh into dLoss/dh_{t-1}."""
+        fast = K.compiled()
         x, hs, cs, gates, tanh_c = cache
         _, W_hh, _ = self._weights(l)
         T, B, H = tanh_c.shape
@@ -596,10 +591,10 @@ class LSTM(_Recurrent):
         gh = pair[0]
         np.add(grad_final[0], grad_h[T - 1], out=gh)
         gc[...] = grad_final[1]
-        add_recurrent = K.gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
+        add_recurrent = gemm_accumulate_steps(pair, ga, W_hh.data)  # gh_prev += dLoss/da_t W_hh
         for t in reversed(range(T)):
             k = (T - t) % 2
-            K.lstm_backward_(gh, gc, gates[t], tanh_c[t], cs[t], dh[t], dc[t], grad_h[t - 1] if t else None,
+            fast.lstm_backward_(gh, gc, gates[t], tanh_c[t], cs[t], dh[t], dc[t], grad_h[t - 1] if t else None,
                              ga[t], pair[k])
             add_recurrent(k, t)
             gh = pair[k]
