@@ -9,8 +9,8 @@ The chain is rebuilt from the group's hyperparameters at each step. So changing 
 (as the schedulers in lr_scheduler.py do) takes effect at the next ``step()``.
 
 Fast path: SGD and Adam also have the whole chain plus ``w += u`` as one compiled loop per
-parameter (``tricklab.nn._kernels``, numba backend): one pass over w, g and the state instead of
-one NumPy pass per link and temporary. It computes the chain's float32 operations in the chain's
+parameter (``fused.py``, with the numba kernels of ``tricklab.nn._kernels``): one pass over w, g
+and the state instead of one NumPy pass per link and temporary. It computes the chain's float32 operations in the chain's
 order, and the chain remains the definition: it runs whenever the kernel is unavailable
 (``TRICKLAB_KERNELS=numpy``, numba not installed) or the arrays don't suit it.
 """
@@ -24,6 +24,8 @@ import numpy as np
 from ..nn import _kernels as K
 from ..nn.parameter import Parameter
 from . import transforms as T
+
+FUSED = "tricklab.optim.fused"  # the compiled loops, imported with numba on first use
 
 
 def _require(owner: str, name: str, value, ok: bool, allowed: str) -> None:
@@ -162,18 +164,6 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def _fusable(p: Parameter, *state_arrays) -> bool:
-    """The fused kernels take C-contiguous float arrays of one dtype and shape."""
-    w = p.data
-    if w.dtype.kind != "f" or not w.flags.c_contiguous:
-        return False
-    for a in (p.grad, *state_arrays):
-        if a is not None and (not isinstance(a, np.ndarray) or a.dtype != w.dtype or a.shape != w.shape
-                              or not a.flags.c_contiguous):
-            return False
-    return True
-
-
 def _restore(value, p: Parameter, name: str):
     """A saved state entry back to an int counter or to an array with ``p``'s shape and dtype."""
     arr = np.asarray(value)
@@ -222,18 +212,19 @@ class SGD(Optimizer):
         )
 
     def fused_update(self, g):
-        if K.backend() != "numba":
+        fused = K.compiled(FUSED)
+        if fused is None:
             return None
         momentum = g["momentum"]
 
         def update(p, state):
             buf = state.get("momentum_buffer")
-            if not _fusable(p, buf):
+            if not fused.fits(p, buf):
                 return False
             first = momentum != 0 and buf is None
             if first:
                 buf = state["momentum_buffer"] = np.empty_like(p.data)
-            K.sgd_(p.data, p.grad, buf, g["lr"], momentum, g["dampening"], g["weight_decay"],
+            fused.sgd_(p.data, p.grad, buf, g["lr"], momentum, g["dampening"], g["weight_decay"],
                    g["nesterov"], g["maximize"], first)
             return True
 
@@ -280,16 +271,17 @@ class Adam(Optimizer):
         )
 
     def fused_update(self, g):
-        if K.backend() != "numba":
+        fused = K.compiled(FUSED)
+        if fused is None:
             return None
         b1, b2 = g["betas"]
 
         def update(p, state):
             m, v, vmax = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
-            if not _fusable(p, m, v, vmax) or (g["amsgrad"] and vmax is None):
+            if not fused.fits(p, m, v, vmax) or (g["amsgrad"] and vmax is None):
                 return False
             step = state["step"] = int(state["step"]) + 1
-            K.adam_(p.data, p.grad, m, v, vmax, g["lr"], b1, b2, g["eps"], g["weight_decay"],
+            fused.adam_(p.data, p.grad, m, v, vmax, g["lr"], b1, b2, g["eps"], g["weight_decay"],
                     g["decoupled_weight_decay"], g["amsgrad"], g["maximize"], step)
             return True
 
