@@ -281,3 +281,54 @@ def test_early_stopping_extras_reach_the_stopper(tmp_path):
     diverged = config.resolve({**SMALL, "early_stopping": {"enabled": True, "divergence_threshold": 1e-3}})
     metrics = train_run(diverged, tmp_path / "run", progress=False, log=lambda m: None, plots=False)
     assert metrics["epochs_run"] == 1 and metrics["stopped_early"]
+
+
+# ---------------------------------------------------------------------------- pipeline keys
+def _mnist1d(**sections):
+    from tricklab import config as config_
+
+    doc = {"data": {"name": "mnist1d"}, "model": {"hidden": [16]}, "train": {"epochs": 1, "batch_size": 100}}
+    for section, keys in sections.items():
+        doc[section] = {**doc.get(section, {}), **keys}
+    return config_.resolve(doc)
+
+
+@pytest.mark.parametrize("order", ["once", "fixed", "sorted"])
+def test_data_order_keeps_one_order_for_every_epoch(order):
+    from tricklab.experiment import build
+
+    exp = build(_mnist1d(data={"order": order}), log=lambda m: None)
+    y = exp.train_loader.y
+    assert not exp.train_loader.shuffle
+    first = [yb.copy() for _, yb in exp.train_loader]
+    second = [yb for _, yb in exp.train_loader]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    stored = exp.data.train[1]
+    if order == "sorted":
+        assert np.all(np.diff(y) >= 0) and sorted(stored.tolist()) == y.tolist()
+    elif order == "fixed":
+        assert np.array_equal(y, stored)
+    else:
+        assert not np.array_equal(y, stored) and sorted(stored.tolist()) == sorted(y.tolist())
+
+
+def test_test_subset_and_max_steps():
+    from tricklab.experiment import run
+
+    result = run(_mnist1d(data={"test_subset": 123}, train={"epochs": 5, "max_steps": 40}), log=lambda m: None)
+    steps_per_epoch = len(result.experiment.train_loader)
+    assert result.metrics["n_test"] == 123
+    assert result.experiment.trainer.step_count == 40
+    assert result.metrics["epochs_run"] == -(-40 // steps_per_epoch) < 5
+
+
+def test_logging_section_writes_the_probe_and_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from tricklab.experiment import run
+    from tricklab.train.probe import read_probe
+
+    run(_mnist1d(train={"epochs": 2}, logging={"probe_every": 10, "tensorboard": True}), tmp_path / "run",
+        log=lambda m: None, plots=False)
+    records = read_probe(tmp_path / "run" / "probe.npz")
+    assert sorted(set(records["step"].tolist())) == list(range(0, 2 * 36, 10))  # 3,600 / 100 -> 36 steps an epoch
+    assert any((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
