@@ -5,9 +5,14 @@ minibatches of 60, 50,000 training steps, with and without batch norm before eac
 Figure 1(a) plots test accuracy against steps; 1(b, c) plot the 15th, 50th and 85th percentiles
 of the input to one sigmoid of the last hidden layer over training.
 
-Here both networks start from the same weights and see the same minibatches; the only difference
-is the BatchNorm1d layers. The percentiles are taken over a fixed probe batch of 1,000 held-out
-training images (batch statistics of that probe for the batch-norm net, as in training).
+Here both networks are trained through the one pipeline (``experiment.run``) with the same seed:
+the same split, the same initial weights (set by a callback: the configuration's ``init`` names
+have no N(0, 0.1^2)) and the same minibatches; the only difference is the BatchNorm1d layers.
+Test accuracy is taken every ``eval_every`` steps (:class:`EvaluateEvery`); each of the last
+hidden layer's 100 sigmoids' input percentiles at the same steps (:class:`UnitPercentiles`: the
+paper follows single units, which the layer-pooled :class:`~tricklab.train.probe.Probe` mixes)
+on a fixed batch of 1,000 validation images (batch statistics of that batch for the batch-norm
+net, as in training; running statistics untouched).
 
 References:
     Ioffe, S. and Szegedy, C. "Batch Normalization: Accelerating Deep Network Training by Reducing
@@ -20,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn, optim
-from .common import Reproduction, Timer, accuracy, mnist, pyplot, save_figure, sgd_step
+from ... import nn
+from .callbacks import EvaluateEvery, InitialWeights, UnitPercentiles, set_linears
+from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "batchnorm-mnist"
 TITLE = "Batch norm on MNIST: faster, higher and steadier (Ioffe & Szegedy 2015, Fig. 1)"
@@ -30,77 +36,48 @@ SIZES = {
     "quick": {"steps": 1500, "eval_every": 150, "train_subset": 12_000, "test_subset": 2000, "lr": 0.1},
     "full": {"steps": 50_000, "eval_every": 500, "train_subset": 0, "test_subset": 0, "lr": 0.1},
 }
-HIDDEN, BATCH, INIT_STD = (100, 100, 100), 60, 0.1
+HIDDEN, BATCH, INIT_STD, VAL_FRACTION = (100, 100, 100), 60, 0.1, 1 / 6
 PERCENTILES = (15, 50, 85)
 
 
-def build(batchnorm: bool, seed: int) -> nn.Sequential:
-    """784-100-100-100-10 sigmoid MLP, weights N(0, 0.1^2), biases 0; [BN] before each sigmoid."""
-    rng = np.random.default_rng(seed)
-    layers, width = [], 784
-    for h in HIDDEN + (10,):
-        lin = nn.Linear(width, h, init=lambda shape, rng, dtype: nn.init.normal(shape, 0.0, INIT_STD, rng, dtype),
-                        rng=rng)
-        lin.bias.data[:] = 0
-        layers.append(lin)
-        if h != 10:
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(nn.Sigmoid())
-        width = h
-    return nn.Sequential(*layers)
+def layers(batchnorm: bool) -> list[dict]:
+    """784-100-100-100-10: Flatten, Linear [BatchNorm1d] Sigmoid per hidden layer, a Linear read-out."""
+    hidden = [{"type": "Linear", "out_features": h} for h in HIDDEN]
+    out = [{"type": "Flatten"}]
+    for lin in hidden:
+        out += [lin, *([{"type": "BatchNorm1d"}] * batchnorm), {"type": "Sigmoid"}]
+    return out + [{"type": "Linear"}]
 
 
-def sigmoid_inputs(model: nn.Sequential, X: np.ndarray) -> np.ndarray:
-    """Inputs of the last hidden layer's sigmoids over the batch X, shape (batch, 100).
-
-    A batch-norm net normalizes with the batch statistics of X, as in training; its running
-    statistics are left as they were.
-    """
-    buffers = {k: np.array(v, copy=True) for k, v in model.named_buffers()}
-    layers = list(model)
-    last_sigmoid = max(i for i, m in enumerate(layers) if isinstance(m, nn.Sigmoid))
-    h = X
-    for m in layers[:last_sigmoid]:
-        h = m(h)
-    state = model.state_dict()
-    state.update(buffers)
-    model.load_state_dict(state)  # the probe must not move the running statistics
-    return h.astype(np.float64)
+def config(batchnorm: bool, s: dict, steps_per_epoch: int | None = None, data_root: str | None = None) -> dict:
+    """Plain SGD on minibatches of 60 of MNIST in [0, 1] (no standardization), ``steps`` steps."""
+    epochs = -(-s["steps"] // steps_per_epoch) if steps_per_epoch else 1
+    return {"data": {"name": "mnist", "root": data_root or "", "normalize": "none", "val_fraction": VAL_FRACTION,
+                     "train_subset": s["train_subset"], "test_subset": s["test_subset"]},
+            "model": {"layers": layers(batchnorm)},
+            "optimizer": {"name": "sgd", "lr": s["lr"]},
+            "train": {"epochs": epochs, "max_steps": s["steps"], "batch_size": BATCH}}
 
 
-def train(batchnorm: bool, data, steps: int, eval_every: int, lr: float, seed: int, log) -> dict:
-    (Xtr, ytr), (Xva, _), (Xte, yte) = data
-    model = build(batchnorm, seed).train()
-    loss = nn.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=lr)
-    rng = np.random.default_rng(seed + 1)  # same minibatch order for both nets
-    probe = Xva[:1000]
-    steps_at, acc, pct = [], [], []
+def small_gaussian(shape, rng, dtype):
+    """W ~ N(0, INIT_STD^2)."""
+    return nn.init.normal(shape, 0.0, INIT_STD, rng, dtype)
 
-    def record(step):
-        steps_at.append(step)
-        acc.append(accuracy(model, Xte, yte))
-        pct.append(np.percentile(sigmoid_inputs(model, probe), PERCENTILES, axis=0).T)
 
-    record(0)
-    step, order, pos = 0, rng.permutation(len(Xtr)), 0
-    while step < steps:
-        if pos + BATCH > len(order):
-            order, pos = rng.permutation(len(Xtr)), 0
-        idx = order[pos:pos + BATCH]
-        pos += BATCH
-        sgd_step(model, loss, opt, Xtr[idx], ytr[idx])
-        step += 1
-        if step % eval_every == 0 or step == steps:
-            record(step)
-            if step % (eval_every * 10) == 0:
-                log(f"{'BN' if batchnorm else 'baseline'} step {step}: test accuracy {acc[-1]:.4f}")
-    pct = np.stack(pct)  # (records, units, 3)
-    shift, spread = unit_drift(np.asarray(steps_at), pct)
+def train_variant(batchnorm: bool, s: dict, data: dict, seed: int, data_root, log) -> dict:
+    doc = config(batchnorm, s, -(-len(data["train"][1]) // BATCH), data_root)
+    evals = EvaluateEvery(s["eval_every"], {"test": data["test"]})
+    sigmoid_input = max(i for i, spec in enumerate(doc["model"]["layers"]) if spec["type"] == "Sigmoid") - 1
+    units = UnitPercentiles(s["eval_every"], sigmoid_input, data["val"][0][:1000], PERCENTILES)
+    start = InitialWeights(lambda model: set_linears(model, small_gaussian, 0.0, seed))
+    train(doc, seed, callbacks=[start, evals, units])
+    steps, pct = np.asarray(units.records["step"]), np.stack(units.records["percentiles"])  # (records, units, 3)
+    shift, spread = unit_drift(steps, pct)
     typical = int(np.argsort(shift + spread)[len(shift) // 2])
-    return {"steps": steps_at, "test_accuracy": acc, "percentiles": pct[:, typical].tolist(), "unit": typical,
-            "median_shift": _median_iqr(shift), "spread_change": _median_iqr(spread)}
+    acc = evals.records["test_accuracy"]
+    log(f"{'BN' if batchnorm else 'baseline'}: test accuracy {acc[-1]:.4f} after {evals.records['step'][-1]} steps")
+    return {"steps": evals.records["step"], "test_accuracy": acc, "percentiles": pct[:, typical].tolist(),
+            "unit": typical, "median_shift": _median_iqr(shift), "spread_change": _median_iqr(spread)}
 
 
 def unit_drift(steps: np.ndarray, pct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +106,8 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    data = mnist(data_root, seed=seed, train_subset=s["train_subset"], test_subset=s["test_subset"])
-    runs = {name: train(bn, data, s["steps"], s["eval_every"], s["lr"], seed, log)
+    data = splits(configure(config(False, s, data_root=data_root), seed))  # both variants' (same seed)
+    runs = {name: train_variant(bn, s, data, seed, data_root, log)
             for name, bn in (("baseline", False), ("batch norm", True))}
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -155,9 +132,10 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "batch norm reaches higher test accuracy sooner, and the distribution of a sigmoid's "
                        "input stays steady with it while it drifts without it",
                        size, {**s, "hidden": list(HIDDEN), "batch_size": BATCH, "optimizer": "SGD",
-                              "init": f"N(0, {INIT_STD}^2)", "seed": seed, "n_train": len(data[0][1]),
-                              "n_test": len(data[2][1])})
-    rep.figures.append(save_figure(fig, Path(out) / "batchnorm_mnist.png"))
+                              "init": f"N(0, {INIT_STD}^2), biases 0", "seed": seed,
+                              "n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
+                              "n_test": len(data["test"][1])})
+    rep.figures.append(figure(fig, Path(out) / "batchnorm_mnist.png"))
     base, bn = runs["baseline"], runs["batch norm"]
     rep.row(f"test accuracy after {s['steps']:,} steps, without BN", "about 0.97 at 50,000 steps (read off Fig. 1a)",
             f"{base['test_accuracy'][-1]:.4f}")

@@ -1,6 +1,9 @@
-"""What every reproduction shares: data, a bare training step, and the paper-vs-ours record.
+"""What every reproduction shares: training a configuration through the one pipeline, the splits its
+callbacks score, and the paper-vs-ours record.
 
-A reproduction folder holds::
+Each variant of a reproduction is a configuration document trained in memory by
+:func:`tricklab.experiment.run` (:func:`train`); what it measures besides the final scores comes in
+as callbacks (:mod:`.callbacks`). A reproduction folder holds::
 
     reproduction.json   name, reference, claim, size, settings, the paper-vs-ours table, figures
     table.md            the same table as Markdown
@@ -16,10 +19,105 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn
-from ...train.checkpoint import atomic_write_bytes
+from ... import config as config_
+from ... import experiment
+from ...fileio import atomic_write_bytes
+from ...report.plots import pyplot, save_figure  # noqa: F401  (the reproductions' figures)
 
 
+def configure(doc: dict, seed: int = 0) -> dict:
+    """The resolved configuration of a partial document, ``run.seed`` set to ``seed``."""
+    return config_.resolve({**doc, "run": {**doc.get("run", {}), "seed": seed}})
+
+
+def train(doc: dict, seed: int = 0, callbacks=(), log=None) -> experiment.Result:
+    """Train a configuration document in memory (nothing written) through :func:`experiment.run`;
+    the test split is scored once, after training."""
+    return experiment.run(configure(doc, seed), None, callbacks=callbacks, progress=False,
+                          log=log or (lambda msg: None), plots=False)
+
+
+def outcome(result: experiment.Result) -> dict:
+    """What a reproduction keeps of a run: the history and the final validation and test scores."""
+    m = result.metrics
+    return {"history": result.history, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"],
+            "epochs_run": m["epochs_run"], "seconds": m["seconds_training"]}
+
+
+def splits(cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train", "val", "test"}: ``(X, y)`` as the model of ``cfg`` reads them, the very splits
+    :func:`experiment.build` makes (same seed, subsets, validation split and input normalization),
+    for callbacks that score them during training."""
+    data = experiment.prepare_data(cfg, np.random.SeedSequence(cfg["run"]["seed"]).spawn(3)[0])
+    normalizer = experiment.fit_normalizer(cfg, data.train[0])
+    shape = experiment.model_input_shape(cfg, data)
+
+    def prepare(X):
+        X = normalizer.transform(X).astype(np.float32) if normalizer is not None else X
+        return X.reshape(len(X), *shape)
+
+    return {name: (prepare(X), y) for name, (X, y) in (("train", data.train), ("val", data.val), ("test", data.test))}
+
+
+def figure(fig, path: Path) -> str:
+    """Save a figure (PNG, atomically) and return its file name for ``Reproduction.figures``."""
+    return save_figure(fig, path).name
+
+
+@dataclass
+class Reproduction:
+    """The record a reproduction writes: the paper's numbers beside ours, and the figures."""
+
+    name: str
+    title: str
+    reference: str
+    claim: str
+    size: str
+    settings: dict
+    table: list[dict] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    verdict: str = ""
+    extra: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def row(self, quantity: str, paper: str, ours: str) -> None:
+        self.table.append({"quantity": quantity, "paper": paper, "ours": ours})
+
+    def markdown(self) -> str:
+        lines = [f"# {self.title}", "", f"*{self.reference}*", "", f"Claim: {self.claim}", "",
+                 f"Size: `{self.size}`, wall time {self.wall_seconds:.0f} s", "",
+                 "| quantity | paper | ours |", "|---|---|---|"]
+        lines += [f"| {r['quantity']} | {r['paper']} | {r['ours']} |" for r in self.table]
+        if self.verdict:
+            lines += ["", self.verdict]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out: Path) -> dict:
+        out = Path(out)
+        doc = {"kind": "reproduction", **self.__dict__}
+        atomic_write_bytes(out / "reproduction.json", (json.dumps(doc, indent=2, default=_json) + "\n").encode())
+        atomic_write_bytes(out / "table.md", self.markdown().encode())
+        return doc
+
+
+def _json(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# ---- legacy, removed once every reproduction trains through train() ----
 def mnist(root: str | None = None, val_size: int = 10_000, seed: int = 0, train_subset: int = 0,
           test_subset: int = 0, flatten: bool = True):
     """MNIST scaled to [0, 1]: (train, val, test) pairs; validation held out from the training set."""
@@ -85,78 +183,6 @@ def pm(values, scale: float = 100.0, digits: int = 2, unit: str = "%") -> str:
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}{unit}"
 
 
-@dataclass
-class Reproduction:
-    """The record a reproduction writes: the paper's numbers beside ours, and the figures."""
-
-    name: str
-    title: str
-    reference: str
-    claim: str
-    size: str
-    settings: dict
-    table: list[dict] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    verdict: str = ""
-    extra: dict = field(default_factory=dict)
-    wall_seconds: float = 0.0
-
-    def row(self, quantity: str, paper: str, ours: str) -> None:
-        self.table.append({"quantity": quantity, "paper": paper, "ours": ours})
-
-    def markdown(self) -> str:
-        lines = [f"# {self.title}", "", f"*{self.reference}*", "", f"Claim: {self.claim}", "",
-                 f"Size: `{self.size}`, wall time {self.wall_seconds:.0f} s", "",
-                 "| quantity | paper | ours |", "|---|---|---|"]
-        lines += [f"| {r['quantity']} | {r['paper']} | {r['ours']} |" for r in self.table]
-        if self.verdict:
-            lines += ["", self.verdict]
-        return "\n".join(lines) + "\n"
-
-    def save(self, out: Path) -> dict:
-        out = Path(out)
-        doc = {"kind": "reproduction", **self.__dict__}
-        atomic_write_bytes(out / "reproduction.json", (json.dumps(doc, indent=2, default=_json) + "\n").encode())
-        atomic_write_bytes(out / "table.md", self.markdown().encode())
-        return doc
-
-
-def _json(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def pyplot():
-    from ...report.plots import _pyplot
-
-    return _pyplot()
-
-
-def save_figure(fig, path: Path) -> str:
-    """Write a matplotlib figure as PNG (atomically) and close it; returns the file name."""
-    import io
-
-    plt = pyplot()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path).name
-
-
-class Timer:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-
 def mlp(n_in: int, hidden, activation: str = "relu", init="default", seed: int = 0, batchnorm: bool = False,
         dropout: float = 0.0, input_dropout: float = 0.0, n_out: int = 10, dtype=np.float32) -> nn.Sequential:
     """Linear [BN] activation [dropout] per hidden width, then a Linear output layer.
@@ -217,20 +243,8 @@ def fit(model: nn.Module, optimizer, train: tuple, epochs: int, batch_size: int,
     return hist
 
 
-def train_config(doc: dict, seed: int = 0) -> dict:
-    """Train a configuration (a partial TOML document) in memory with the experiment pipeline.
-
-    Returns the per-epoch history and the final validation and test scores (test scored once,
-    after training, as in ``tricklab train``).
-    """
-    from ... import config as config_
-    from ...experiment import build
-
-    doc = {**doc, "run": {**doc.get("run", {}), "seed": seed}}
-    cfg = config_.resolve(doc)
-    exp = build(cfg, run_dir=None, progress=False, log=lambda msg: None)
-    t = Timer()
-    exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader)
-    val, test = exp.trainer.evaluate(exp.val), exp.trainer.evaluate(exp.test)
-    return {"history": exp.trainer.history, "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
-            "epochs_run": exp.trainer.epoch, "seconds": t.seconds}
+from ... import nn as nn  # noqa: E402
+from ...stats import mean_std, pm  # noqa: E402,F401
+def train_config(doc, seed=0):
+    r = train(doc, seed)
+    return {'history': r.history, 'val_accuracy': r.metrics['val_accuracy'], 'test_accuracy': r.metrics['test_accuracy']}

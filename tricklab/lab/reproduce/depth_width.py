@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from .common import Reproduction, Timer, mean_std, pm, pyplot, save_figure, train_config
+from ...stats import mean_std, pm
+from .common import Reproduction, Timer, figure, outcome, pyplot, train
 
 NAME = "depth-width"
 TITLE = "Depth against width with the same number of hidden neurons"
@@ -50,7 +50,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     results = {}
     for depth in s["depths"]:
         doc = config(s["neurons"], depth, s["epochs"])
-        results[depth] = [train_config(doc, seed + k) for k in range(s["seeds"])]
+        results[depth] = [outcome(train(doc, seed + k)) for k in range(s["seeds"])]
         log(f"depth {depth}: test accuracy {pm([r['test_accuracy'] for r in results[depth]])}")
     plt = pyplot()
     fig, (ax_d, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
@@ -74,7 +74,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "with the same number of hidden neurons, deeper nets generalize better",
                        size, {**s, "data": "mnist1d", "optimizer": "Adam, lr 3e-3, cosine schedule",
                               "batchnorm": True, "batch_size": 100, "seed": seed})
-    rep.figures.append(save_figure(fig, Path(out) / "depth_width.png"))
+    rep.figures.append(figure(fig, Path(out) / "depth_width.png"))
     for d in depths:
         hidden = [s["neurons"] // d] * d
         rep.row(f"{d} x {s['neurons'] // d} ({parameters(40, hidden):,} parameters): test accuracy",

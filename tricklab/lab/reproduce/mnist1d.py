@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from .common import Reproduction, Timer, mean_std, pm, pyplot, save_figure, train_config
+from ...stats import mean_std, pm
+from .common import Reproduction, Timer, figure, outcome, pyplot, train
 
 NAME = "mnist1d"
 TITLE = "MNIST-1D: the paper's baselines and what the tricks add"
@@ -63,7 +63,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     Path(out).mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for name, doc in variants(s["epochs"], s["paper_epochs"], s["wide"]).items():
-        results[name] = [train_config(doc, seed + k) for k in range(s["seeds"])]
+        results[name] = [outcome(train(doc, seed + k)) for k in range(s["seeds"])]
         log(f"{name}: test accuracy {pm([r['test_accuracy'] for r in results[name]])}")
     plt = pyplot()
     fig, (ax_bar, ax_curve) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
@@ -90,7 +90,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        size, {**s, "seeds": s["seeds"], "seed": seed, "n_train": 3600, "n_val": 400, "n_test": 1000,
                               "batch_size": 100, "paper_optimizer": "Adam, lr 1e-2",
                               "variants": variants(s["epochs"], s["paper_epochs"], s["wide"])})
-    rep.figures.append(save_figure(fig, Path(out) / "mnist1d.png"))
+    rep.figures.append(figure(fig, Path(out) / "mnist1d.png"))
     for name in names:
         epochs = results[name][0]["history"][-1]["epoch"]
         rep.row(f"{name} ({'up to ' if 'early' in name else ''}{epochs} epochs)", PAPER.get(name, "—"),

@@ -1,0 +1,180 @@
+"""What reproductions measure besides the final scores, as callbacks of the one training pipeline.
+
+Every reproduction trains through :func:`tricklab.experiment.run`; these callbacks (Keras' hooks,
+:mod:`tricklab.train.callbacks`) record what its figures need or set what its configuration
+cannot express (a paper's own initialization). Activation percentiles, gradient and weight norms
+come from :class:`tricklab.train.probe.Probe`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ... import nn
+from ...train import Callback, model_generators
+
+
+def accuracy(trainer, data) -> float:
+    """Fraction correct of the model in eval mode on ``(X, y)``; the model's mode is put back after."""
+    was_training = trainer.model.training
+    value = trainer.evaluate(data)["accuracy"]
+    trainer.model.train(was_training)
+    return float(value)
+
+
+class EvaluateEvery(Callback):
+    """Accuracy on fixed splits at step 0 and after every ``n_steps`` optimizer steps (and the last).
+
+    ``data`` maps a name to ``(X, y)``, inputs as the model reads them (``experiment.test``);
+    ``records`` holds ``step`` and ``<name>_accuracy`` lists, one entry per evaluation.
+    """
+
+    def __init__(self, n_steps: int, data: dict):
+        self.n_steps, self.data = int(n_steps), dict(data)
+        self.records: dict[str, list] = {"step": [], **{f"{k}_accuracy": [] for k in self.data}}
+
+    def record(self) -> None:
+        self.records["step"].append(self.trainer.step_count)
+        for name, split in self.data.items():
+            self.records[f"{name}_accuracy"].append(accuracy(self.trainer, split))
+
+    def on_train_begin(self, logs):
+        self.record()
+
+    def on_batch_end(self, batch, logs):
+        if self.trainer.step_count % self.n_steps == 0:
+            self.record()
+
+    def on_train_end(self, logs):
+        if self.records["step"][-1] != self.trainer.step_count:
+            self.record()
+
+
+class EvaluateEachEpoch(Callback):
+    """Accuracy on extra splits after every epoch, written into the history row as ``<name>_accuracy``."""
+
+    def __init__(self, data: dict):
+        self.data = dict(data)
+
+    def on_epoch_end(self, epoch, logs):
+        for name, split in self.data.items():
+            logs[f"{name}_accuracy"] = accuracy(self.trainer, split)
+
+
+class StepLoss(Callback):
+    """The training loss of every optimizer step, in ``losses``."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_batch_end(self, batch, logs):
+        self.losses.append(float(logs["loss"]))
+
+
+class InitialWeights(Callback):
+    """``set_weights(model)`` once before the first step: a paper's initialization that the
+    configuration's ``init`` names cannot express. A resumed run (step_count > 0) is left alone."""
+
+    def __init__(self, set_weights: Callable[[nn.Module], None]):
+        self.set_weights = set_weights
+
+    def on_train_begin(self, logs):
+        if self.trainer.step_count == 0:
+            self.set_weights(self.trainer.model)
+
+
+class EpochBegin(Callback):
+    """``function(epoch, trainer)`` before every epoch (0-based): e.g. a momentum ramp."""
+
+    def __init__(self, function: Callable):
+        self.function = function
+
+    def on_epoch_begin(self, epoch, logs):
+        self.function(epoch, self.trainer)
+
+
+class AtTrainBoundaries(Callback):
+    """``measure(model)`` before the first step and after the last: ``records["init"]``,
+    ``records["trained"]`` (e.g. layer statistics of a fixed batch)."""
+
+    def __init__(self, measure: Callable[[nn.Module], object]):
+        self.measure, self.records = measure, {}
+
+    def on_train_begin(self, logs):
+        if self.trainer.step_count == 0:
+            self.records["init"] = self.measure(self.trainer.model)
+
+    def on_train_end(self, logs):
+        self.records["trained"] = self.measure(self.trainer.model)
+
+
+class UnitPercentiles(Callback):
+    """Per-unit percentiles of one layer's output on a fixed batch, at step 0 and after every
+    ``n_steps`` steps (and the last): ``records["step"]`` and ``records["percentiles"]``, one
+    (units, len(q)) array each.
+
+    :class:`~tricklab.train.probe.Probe` pools a layer's units into one set of percentiles; a
+    paper that follows single units (Ioffe & Szegedy's Fig. 1b, c) needs them apart. The batch
+    goes through the model's first ``layer + 1`` layers in its current mode (training: batch
+    statistics); the batch-norm buffers and the layers' random generators are put back after.
+    """
+
+    def __init__(self, n_steps: int, layer: int, batch: np.ndarray, q=(15, 50, 85)):
+        self.n_steps, self.layer, self.batch, self.q = int(n_steps), int(layer), batch, tuple(q)
+        self.records: dict[str, list] = {"step": [], "percentiles": []}
+
+    def outputs(self) -> np.ndarray:
+        model = self.trainer.model
+        buffers = {k: np.array(v, copy=True) for k, v in model.named_buffers()}
+        generators = {k: (g, g.bit_generator.state) for k, g in model_generators(model).items()}
+        h = self.batch
+        for m in list(model)[:self.layer + 1]:
+            h = m(h)
+        model.load_state_dict({**model.state_dict(), **buffers})
+        for g, state in generators.values():
+            g.bit_generator.state = state
+        return np.asarray(h, dtype=np.float64)
+
+    def record(self) -> None:
+        self.records["step"].append(self.trainer.step_count)
+        self.records["percentiles"].append(np.percentile(self.outputs(), self.q, axis=0).T)
+
+    def on_train_begin(self, logs):
+        self.record()
+
+    def on_batch_end(self, batch, logs):
+        if self.trainer.step_count % self.n_steps == 0:
+            self.record()
+
+    def on_train_end(self, logs):
+        if self.records["step"][-1] != self.trainer.step_count:
+            self.record()
+
+
+def linears(model: nn.Module) -> list[nn.Linear]:
+    """The model's Linear layers in order."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def set_linears(model: nn.Module, weight: Callable, bias: float = 0.0, seed: int = 0) -> None:
+    """Every Linear's weight from ``weight(shape, rng, dtype)``, its bias set to ``bias``.
+
+    One generator from ``seed`` draws layer after layer as ``Linear(init=weight, rng=rng)`` does
+    (the weight, then the bias's uniform draw, which ``bias`` replaces), so the weights are those
+    of such a net built with ``np.random.default_rng(seed)``.
+    """
+    rng = np.random.default_rng(seed)
+    for lin in linears(model):
+        w = lin.weight.data
+        w[...] = weight(w.shape, rng, w.dtype)
+        rng.uniform(size=lin.out_features)  # the bias draw of Linear, replaced
+        lin.bias.data[...] = bias
+
+
+def probe_rows(probe, layer: str) -> dict[str, np.ndarray]:
+    """One probed layer's records (:class:`~tricklab.train.probe.Probe`) as arrays, by column."""
+    rec = probe.records
+    keep = np.asarray(rec["layer"]) == layer
+    return {k: np.asarray(v)[keep] for k, v in rec.items()}
