@@ -56,3 +56,21 @@ def test_the_grading_example_in_readme_is_what_the_grader_prints():
     result = grade(Path(__file__).resolve().parents[1] / path, assignment)
     report = result.report().replace(str(Path(__file__).resolve().parents[1]) + "/", "")
     assert report.strip() == shown.strip()
+
+
+def test_callback_example_in_readme_prints_every_epoch_and_probes(capsys):
+    loop = re.search(r"## The API in use.*?```python\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"## Callbacks.*?```python\n(.*?)```", README, re.S).group(1)
+    callback = code.split("class PrintEpoch")[1].split("\n\n")[0]
+    assert len(("class PrintEpoch" + callback).strip().splitlines()) <= 10
+    namespace = {}
+    exec(compile(loop, "README.md", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), namespace)
+    lines = capsys.readouterr().out.splitlines()
+    history = namespace["trainer"].history
+    assert lines == [f"epoch {row['epoch']}: val_loss {row['val_loss']:.3f}, lr {row['lr']:g}" for row in history]
+    assert len(lines) == 3
+    records, steps_done = namespace["probe"].records, namespace["trainer"].step_count
+    assert sorted(set(records["step"])) == list(range(0, steps_done, 10))
+    assert len(records["layer"]) == len(set(records["step"])) * len(namespace["model"])  # every layer probed
