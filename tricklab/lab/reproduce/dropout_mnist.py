@@ -5,8 +5,10 @@ The paper's networks: 784-1024-1024-1024-10 ReLU, trained with SGD, momentum ris
 here, PyTorch's spelling), and optionally a max-norm constraint ||w_i|| <= c on every unit's
 incoming weights. The paper trains for thousands of epochs; here every network gets the same
 small number of epochs (stated in the settings), a momentum ramp from 0.5 to 0.95 over the first
-quarter of them and a learning rate decaying exponentially to a tenth. The three networks start
-from the same weights and see the same minibatches.
+quarter of them and a learning rate decaying exponentially to a tenth. The three networks are
+trained through the one pipeline (``experiment.run``) with the same seed: the same split, the
+same initial weights and the same minibatches (dropout masks draw from their own generators);
+training and test error are scored after every epoch by a callback.
 
 References:
     Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. "Dropout: A
@@ -20,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn, optim
-from ...nn.constraints import MaxNorm
-from .common import Reproduction, Timer, accuracy, mnist, pyplot, save_figure, sgd_step
+from .callbacks import EpochBegin, EvaluateEachEpoch
+from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "dropout-mnist"
 TITLE = "Dropout on MNIST: less overfitting, lower test error (Srivastava et al. 2014, Table 2)"
@@ -45,17 +46,18 @@ PAPER_ERROR = {
 }
 
 
-def build(hidden, dropout: bool, seed: int) -> nn.Sequential:
-    rng = np.random.default_rng(seed)
-    layers: list[nn.Module] = [nn.Dropout(P_INPUT, rng=np.random.default_rng(seed + 100))] if dropout else []
-    width = 784
-    for i, h in enumerate(hidden):
-        layers += [nn.Linear(width, h, init="kaiming_uniform", rng=rng), nn.ReLU()]
-        if dropout:
-            layers.append(nn.Dropout(P_HIDDEN, rng=np.random.default_rng(seed + 101 + i)))
-        width = h
-    layers.append(nn.Linear(width, 10, rng=rng))
-    return nn.Sequential(*layers)
+def config(hidden, variant: str, epochs: int, s: dict, data_root: str | None = None) -> dict:
+    """The variant's configuration: MNIST in [0, 1], ReLU MLP (He-uniform hidden weights, PyTorch's
+    default read-out), SGD with momentum, lr decaying exponentially to LR/10, [dropout], [max-norm]."""
+    dropout, max_norm = VARIANTS[variant]
+    return {"data": {"name": "mnist", "root": data_root or "", "normalize": "none", "val_fraction": 1 / 6,
+                     "train_subset": s["train_subset"], "test_subset": s["test_subset"]},
+            "model": {"hidden": list(hidden), "init": "kaiming_uniform",
+                      "input_dropout": P_INPUT if dropout else 0.0, "dropout": P_HIDDEN if dropout else 0.0},
+            "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM_START},
+            "schedule": {"name": "exponential", "gamma": 0.1 ** (1 / max(1, epochs - 1))},
+            "regularization": {"max_norm": MAX_NORM if max_norm else 0.0},
+            "train": {"epochs": epochs, "batch_size": BATCH}}
 
 
 def schedule(epoch: int, epochs: int) -> tuple[float, float]:
@@ -65,27 +67,23 @@ def schedule(epoch: int, epochs: int) -> tuple[float, float]:
     return LR * 0.1 ** (epoch / max(1, epochs - 1)), momentum
 
 
-def train(variant: str, data, hidden, epochs: int, seed: int, log) -> dict:
-    use_dropout, use_max_norm = VARIANTS[variant]
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = data
-    model = build(hidden, use_dropout, seed).train()
-    loss = nn.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM_START)
-    constraints = [MaxNorm(MAX_NORM)] if use_max_norm else []
-    rng = np.random.default_rng(seed + 1)
-    hist = {"epoch": [], "train_error": [], "val_error": [], "test_error": []}
-    for epoch in range(epochs):
-        opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"] = schedule(epoch, epochs)
-        order = rng.permutation(len(Xtr))
-        for i in range(0, len(order), BATCH):
-            idx = order[i:i + BATCH]
-            sgd_step(model, loss, opt, Xtr[idx], ytr[idx], constraints)
-        hist["epoch"].append(epoch + 1)
-        hist["train_error"].append(1 - accuracy(model, Xtr, ytr))
-        hist["val_error"].append(1 - accuracy(model, Xva, yva))
-        hist["test_error"].append(1 - accuracy(model, Xte, yte))
-        log(f"{variant} epoch {epoch + 1}: train error {hist['train_error'][-1]:.4f}, "
-            f"val {hist['val_error'][-1]:.4f}, test {hist['test_error'][-1]:.4f}")
+def ramp_momentum(epochs: int):
+    """A callback's function setting epoch ``epoch``'s momentum (the configuration's schedule sets the lr)."""
+    def set_momentum(epoch, trainer):
+        for group in trainer.optimizer.param_groups:
+            group["momentum"] = schedule(epoch, epochs)[1]
+    return set_momentum
+
+
+def train_variant(variant: str, s: dict, data: dict, seed: int, data_root, log) -> dict:
+    doc = config(s["hidden"], variant, s["epochs"], s, data_root)
+    extra = EvaluateEachEpoch({"train": data["train"], "test": data["test"]})
+    result = train(doc, seed, callbacks=[EpochBegin(ramp_momentum(s["epochs"])), extra])
+    h = result.history
+    hist = {"epoch": [row["epoch"] for row in h], "lr": [row["lr"] for row in h],
+            **{f"{k}_error": [1 - row[f"{k}_accuracy"] for row in h] for k in ("train", "val", "test")}}
+    log(f"{variant}: train error {hist['train_error'][-1]:.4f}, val {hist['val_error'][-1]:.4f}, "
+        f"test {hist['test_error'][-1]:.4f}")
     return hist
 
 
@@ -93,8 +91,8 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    data = mnist(data_root, seed=seed, train_subset=s["train_subset"], test_subset=s["test_subset"])
-    runs = {v: train(v, data, s["hidden"], s["epochs"], seed, log) for v in VARIANTS}
+    data = splits(configure(config(s["hidden"], "standard", s["epochs"], s, data_root), seed))  # every variant's
+    runs = {v: train_variant(v, s, data, seed, data_root, log) for v in VARIANTS}
     plt = pyplot()
     fig, (ax_test, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (v, h) in enumerate(runs.items()):
@@ -111,9 +109,9 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        size, {**s, "lr": f"{LR}, decaying exponentially to {LR / 10}", "batch_size": BATCH,
                               "momentum": f"{MOMENTUM_START} rising to {MOMENTUM_END}",
                               "drop_probability": {"input": P_INPUT, "hidden": P_HIDDEN}, "max_norm_c": MAX_NORM,
-                              "seed": seed, "n_train": len(data[0][1]), "n_val": len(data[1][1]),
-                              "n_test": len(data[2][1])})
-    rep.figures.append(save_figure(fig, Path(out) / "dropout_mnist.png"))
+                              "seed": seed, "n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
+                              "n_test": len(data["test"][1])})
+    rep.figures.append(figure(fig, Path(out) / "dropout_mnist.png"))
     arch = "x".join(str(h) for h in s["hidden"])
     for v, h in runs.items():
         rep.row(f"test error, {v} ({arch} ReLU, {s['epochs']} epochs)", PAPER_ERROR[v], f"{h['test_error'][-1]:.2%}")
