@@ -25,6 +25,14 @@ def submit(tmp_path):
     return _submit
 
 
+def edit(source: str, *pairs: str) -> str:
+    """``source`` with each (old, new) of ``pairs`` replaced; each old occurs in it exactly once."""
+    for old, new in zip(pairs[::2], pairs[1::2]):
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
 def failed(result) -> dict[str, str]:
     """{check name: output} of the failed checks."""
     return {c.name: c.output for c in result.checks if not c.passed}

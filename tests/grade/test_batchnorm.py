@@ -1,58 +1,20 @@
 """The batchnorm and batchnorm-units assignments: the reference and a student's correct file score full
 marks; each mistake a student makes loses exactly its checks, with its hint."""
 
+from pathlib import Path
+
 import pytest
 
-from tests.grade.conftest import failed
+from tests.grade.conftest import edit, failed
 from tricklab import nn
 from tricklab.grade.core import grade_object
 
-CORRECT = '''
-class BatchNorm1d(Module):
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, units=None, dtype=None):
-        super().__init__(dtype=dtype)
-        self.units = None if units is None else np.asarray(units)
-        n = num_features if units is None else len(units)
-        self.eps, self.momentum, self.count = eps, momentum, 0
-        self.weight = Parameter(np.ones(n), dtype=self.dtype)
-        self.bias = Parameter(np.zeros(n), dtype=self.dtype)
-        self.running_mean = np.zeros(n)
-        self.running_var = np.ones(n)
-
-    def forward(self, x):
-        z = x if self.units is None else x[:, self.units]
-        if self.training:
-            B = len(z)
-            if B < 2:
-                raise ValueError("BatchNorm1d needs more than 1 example per batch in training")
-            mu, var = z.mean(axis=0), z.var(axis=0)
-            self.count += 1
-            m = 1 / self.count if self.momentum is None else self.momentum
-            self.running_mean[...] = (1 - m) * self.running_mean + m * mu
-            self.running_var[...] = (1 - m) * self.running_var + m * var * B / (B - 1)
-        else:
-            mu, var = self.running_mean, self.running_var
-        self.inv_std = 1 / np.sqrt(var + self.eps)
-        self.u = (z - mu) * self.inv_std
-        out = self.weight.data * self.u + self.bias.data
-        if self.units is None:
-            return out
-        y = x.copy()
-        y[:, self.units] = out
-        return y
-
-    def backward(self, g):
-        gz = g if self.units is None else g[:, self.units]
-        self.weight.grad += (gz * self.u).sum(axis=0)
-        self.bias.grad += gz.sum(axis=0)
-        gu = gz * self.weight.data
-        dz = self.inv_std * (gu - gu.mean(axis=0) - self.u * (gu * self.u).mean(axis=0))
-        if self.units is None:
-            return dz
-        dx = g.copy()
-        dx[:, self.units] = dz
-        return dx
-'''
+STUDENT = Path(__file__).resolve().parents[2] / "examples" / "grading" / "batchnorm_student.py"
+# the README's example student's class with its two mistakes corrected: the running variance's
+# B / (B - 1), and dLoss/dz's path through mu_B
+CORRECT = edit(STUDENT.read_text().split("from tricklab.nn import Module, Parameter\n")[1],
+               "m * var\n", "m * var * B / (B - 1)\n",
+               "(gu - self.u *", "(gu - gu.mean(axis=0) - self.u *")
 
 FORWARD = "training forward: gamma (z - mu_B) / sqrt(var_B + eps) + beta"
 DX = "backward: the lecture's closed-form dLoss/dz (through mu_B and var_B)"
@@ -69,11 +31,7 @@ UNITS_PARAMS = "weight, bias and the running statistics have one entry per selec
 
 
 def mistake(*pairs: str) -> str:
-    source = CORRECT
-    for old, new in zip(pairs[::2], pairs[1::2]):
-        assert source.count(old) == 1, old
-        source = source.replace(old, new)
-    return source
+    return edit(CORRECT, *pairs)
 
 
 @pytest.mark.parametrize("assignment", ["batchnorm", "batchnorm-units"])

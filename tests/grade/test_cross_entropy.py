@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.grade.conftest import failed
+from tests.grade.conftest import edit, failed
 from tricklab import nn
 from tricklab.grade.core import grade_object
 from tricklab.grade.starter import starter_source
@@ -27,9 +27,8 @@ UNDERFLOW = "a target probability that underflows: log softmax computed directly
 LOG_SOFTMAX = "logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))"
 
 
-def mistake(old: str, new: str) -> str:
-    assert old in CORRECT
-    return CORRECT.replace(old, new)
+def mistake(*pairs: str) -> str:
+    return edit(CORRECT, *pairs)
 
 
 def test_the_reference_scores_full_marks():

@@ -4,7 +4,7 @@ marks, and each mistake loses exactly its checks, with its hint."""
 
 import pytest
 
-from tests.grade.conftest import failed
+from tests.grade.conftest import edit, failed
 from tricklab import nn
 from tricklab.grade.core import grade_object
 
@@ -41,11 +41,7 @@ BOTH = ("dropout", "dropout-classic")
 
 
 def mistake(*pairs: str) -> str:
-    source = CORRECT
-    for old, new in zip(pairs[::2], pairs[1::2]):
-        assert source.count(old) == 1, old
-        source = source.replace(old, new)
-    return source
+    return edit(CORRECT, *pairs)
 
 
 def grade_both(submit, source):

@@ -4,31 +4,25 @@ dLoss/dx with the weights of the forward pass (the lecture's correction)."""
 import numpy as np
 import pytest
 
-from tests.grade.conftest import failed
+from tests.grade.conftest import edit, failed
+from tests.grade.test_linear import CORRECT as LINEAR
 from tricklab import nn
 from tricklab.grade.assignments import order
 from tricklab.grade.core import grade_object
 
-CORRECT = '''
-class LinearSGD(Module):
-    def __init__(self, in_features, out_features, lr, rng=None, dtype=None):
-        super().__init__(dtype=dtype)
-        rng = np.random.default_rng(rng)
-        bound = 1 / np.sqrt(in_features)
-        self.lr = lr
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)), dtype=self.dtype)
-        self.bias = Parameter(rng.uniform(-bound, bound, out_features), dtype=self.dtype)
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.weight.data.T + self.bias.data
-
-    def backward(self, g):
-        grad_input = g @ self.weight.data
+# the linear assignment's correct Linear, given lr, whose backward takes its SGD step after dx
+CORRECT = edit(LINEAR,
+               "class Linear(Module):", "class LinearSGD(Module):",
+               "out_features, bias=True, rng=None", "out_features, lr, rng=None",
+               "self.in_features, self.out_features = in_features, out_features", "self.lr = lr",
+               """        self.weight.grad += g.T @ self.x
+        self.bias.grad += g.sum(axis=0)
+        return g @ self.weight.data
+""", """        grad_input = g @ self.weight.data
         self.weight.data -= self.lr * (g.T @ self.x)
         self.bias.data -= self.lr * g.sum(axis=0)
         return grad_input
-'''
+""")
 
 PARAMETERS = "weight and bias are Parameters of the right shapes"
 FORWARD = "forward: y = x W^T + b"
@@ -37,9 +31,8 @@ UPDATE = "backward updates W <- W - lr g^T x and b <- b - lr sum of g"
 TRAINING = "two layers trained for 3 steps: the first layer learns from the forward pass's weights"
 
 
-def mistake(old: str, new: str) -> str:
-    assert old in CORRECT
-    return CORRECT.replace(old, new)
+def mistake(*pairs: str) -> str:
+    return edit(CORRECT, *pairs)
 
 
 def test_the_reference_scores_full_marks():

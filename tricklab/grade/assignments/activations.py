@@ -8,6 +8,8 @@ first one a course asks for.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ... import nn
@@ -64,6 +66,14 @@ def no_mistakes(*args, **kwargs):
     return {}
 
 
+def forward_backward_checks(forward: str, backward: str, forward_mistakes, backward_mistakes,
+                            kwargs=({},)) -> tuple[Check, Check]:
+    """An activation's two checks, 2 points each: :func:`compare_forward` named ``forward`` and
+    :func:`compare_backward` named ``backward``, with the known mistakes and the ``kwargs`` to build with."""
+    return (Check(forward, 2, partial(compare_forward, mistakes=forward_mistakes, kwargs=kwargs)),
+            Check(backward, 2, partial(compare_backward, mistakes=backward_mistakes, kwargs=kwargs)))
+
+
 def _args(kw) -> str:
     return f" ({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else ""
 
@@ -95,14 +105,6 @@ def relu_forward_mistakes(x):
     return {"ReLU is max(0, x), yours is min(0, x)": np.minimum(x, 0), "ReLU is max(0, x), not |x|": np.abs(x)}
 
 
-def check_relu_forward(sub, rng):
-    compare_forward(sub, rng, relu_forward_mistakes)
-
-
-def check_relu_backward(sub, rng):
-    compare_backward(sub, rng, relu_backward_mistakes)
-
-
 # --------------------------------------------------------------------------- LeakyReLU
 SLOPES = ({}, {"negative_slope": 0.2})  # torch's default 0.01, and another
 
@@ -118,14 +120,6 @@ def leaky_backward_mistakes(x, g, y, negative_slope=0.01):
                 np.where(x > 0, g, g * negative_slope * x)}
 
 
-def check_leaky_forward(sub, rng):
-    compare_forward(sub, rng, leaky_forward_mistakes, SLOPES)
-
-
-def check_leaky_backward(sub, rng):
-    compare_backward(sub, rng, leaky_backward_mistakes, SLOPES)
-
-
 # --------------------------------------------------------------------------- Sigmoid
 SIGMOID_OVERFLOW = ("exp(-x) overflows for x < -709: use only exp(-|x|), which lies in (0, 1]: s = 1/(1 + e) for "
                     "x >= 0 and e/(1 + e) for x < 0 with e = exp(-|x|) (np.where computes both of its branches, "
@@ -136,14 +130,6 @@ def sigmoid_backward_mistakes(x, g, y):
     return {"sigmoid'(x) = s(x)(1 - s(x)), yours is s(x)": g * y,
             "sigmoid'(x) = s(x)(1 - s(x)) of the output s(x), yours is x(1 - x) of the input": g * x * (1 - x),
             "backward returns g * s(x)(1 - s(x)); yours forgets to multiply by grad_output g": y * (1 - y)}
-
-
-def check_sigmoid_forward(sub, rng):
-    compare_forward(sub, rng, no_mistakes)
-
-
-def check_sigmoid_backward(sub, rng):
-    compare_backward(sub, rng, sigmoid_backward_mistakes)
 
 
 def check_sigmoid_large_forward(sub, rng):
@@ -175,14 +161,6 @@ def tanh_backward_mistakes(x, g, y):
             "backward returns g * (1 - tanh(x)^2); yours forgets to multiply by grad_output g": 1 - y * y}
 
 
-def check_tanh_forward(sub, rng):
-    compare_forward(sub, rng, no_mistakes)
-
-
-def check_tanh_backward(sub, rng):
-    compare_backward(sub, rng, tanh_backward_mistakes)
-
-
 def check_tanh_large(sub, rng):
     x, g = _large_inputs(rng)
     mine, ref = sub.make(), sub.ref()
@@ -196,27 +174,28 @@ def check_tanh_large(sub, rng):
 
 ASSIGNMENTS = (
     Assignment("activations", "ReLU: forward y = max(0, x) and backward dLoss/dx = g * 1[x > 0]", nn.ReLU, (
-        Check("forward: y = max(0, x)", 2, check_relu_forward),
-        Check("backward: dLoss/dx = g * 1[x > 0]", 2, check_relu_backward),
+        *forward_backward_checks("forward: y = max(0, x)", "backward: dLoss/dx = g * 1[x > 0]",
+                                 relu_forward_mistakes, relu_backward_mistakes),
         ARGUMENTS_UNCHANGED,
     )),
     Assignment("leaky-relu", "LeakyReLU(negative_slope=0.01): y = x if x > 0 else negative_slope * x, and backward",
                nn.LeakyReLU, (
-        Check("forward: y = x if x > 0 else negative_slope * x (default 0.01)", 2, check_leaky_forward),
-        Check("backward: dLoss/dx = g if x > 0 else negative_slope * g", 2, check_leaky_backward),
+        *forward_backward_checks("forward: y = x if x > 0 else negative_slope * x (default 0.01)",
+                                 "backward: dLoss/dx = g if x > 0 else negative_slope * g",
+                                 leaky_forward_mistakes, leaky_backward_mistakes, SLOPES),
         ARGUMENTS_UNCHANGED,
     )),
     Assignment("sigmoid", "Sigmoid: y = 1 / (1 + exp(-x)) without overflow, backward dLoss/dx = g * y (1 - y)",
                nn.Sigmoid, (
-        Check("forward: y = 1 / (1 + exp(-x))", 2, check_sigmoid_forward),
-        Check("backward: dLoss/dx = g * y (1 - y)", 2, check_sigmoid_backward),
+        *forward_backward_checks("forward: y = 1 / (1 + exp(-x))", "backward: dLoss/dx = g * y (1 - y)",
+                                 no_mistakes, sigmoid_backward_mistakes),
         Check("forward at x = -1000 and 1000: no overflow, no NaN", 2, check_sigmoid_large_forward),
         Check("backward at x = -1000 and 1000 uses the cached output: no overflow", 1, check_sigmoid_large_backward),
         ARGUMENTS_UNCHANGED,
     )),
     Assignment("tanh", "Tanh: y = tanh(x), backward dLoss/dx = g * (1 - y^2)", nn.Tanh, (
-        Check("forward: y = tanh(x)", 2, check_tanh_forward),
-        Check("backward: dLoss/dx = g * (1 - y^2)", 2, check_tanh_backward),
+        *forward_backward_checks("forward: y = tanh(x)", "backward: dLoss/dx = g * (1 - y^2)",
+                                 no_mistakes, tanh_backward_mistakes),
         Check("forward and backward at x = -1000 and 1000: no overflow, no NaN", 1, check_tanh_large),
         ARGUMENTS_UNCHANGED,
     )),

@@ -10,37 +10,50 @@ from ..core import Assignment, Check, expect, expect_close
 SHAPES = [(1, 3, 2), (2, 5, 4), (7, 4, 6)]  # (batch, in_features, out_features), batch 1 and 2 included
 
 
-def _pair(sub, rng, n_in, n_out):
-    """The student's layer and the reference with the same weights."""
+def linear_pair(sub, rng, n_in, n_out, *args):
+    """The student's layer and the reference, both built as ``(n_in, n_out, *args)`` (LinearSGD's
+    ``args``: its lr), with the same weights."""
     seed = int(rng.integers(2**31))
-    mine, ref = sub.make(n_in, n_out, rng=seed), sub.ref(n_in, n_out, rng=seed)
+    mine, ref = sub.make(n_in, n_out, *args, rng=seed), sub.ref(n_in, n_out, *args, rng=seed)
     mine.weight.data[...] = rng.standard_normal((n_out, n_in))
     mine.bias.data[...] = rng.standard_normal(n_out)
     ref.weight.data[...], ref.bias.data[...] = mine.weight.data, mine.bias.data
     return mine, ref
 
 
-def check_parameters(sub, rng):
+def check_layer_parameters(sub, args: tuple = (), call: str = "Linear({n_in}, {n_out})"):
+    """weight (n_out, n_in) and bias (n_out,) are Parameters of the layer built as ``(n_in, n_out,
+    *args)``; ``call`` names that layer in the messages."""
     for _, n_in, n_out in SHAPES:
-        layer = sub.make(n_in, n_out, rng=0)
+        layer = sub.make(n_in, n_out, *args, rng=0)
+        what = call.format(n_in=n_in, n_out=n_out)
         for name, shape in (("weight", (n_out, n_in)), ("bias", (n_out,))):
             p = getattr(layer, name, None)
             expect(p is not None and hasattr(p, "data") and hasattr(p, "grad"),
-                   f"Linear({n_in}, {n_out}).{name} must be a Parameter (with .data and .grad)")
-            expect(p.data.shape == shape, f"Linear({n_in}, {n_out}).{name} has shape {p.data.shape}, expected {shape}")
+                   f"{what}.{name} must be a Parameter (with .data and .grad)")
+            expect(p.data.shape == shape, f"{what}.{name} has shape {p.data.shape}, expected {shape}")
 
 
-def check_forward(sub, rng):
+def check_layer_forward(sub, rng, args: tuple = ()):
+    """y = x W^T + b from the layer built as ``(n_in, n_out, *args)``, against the reference."""
     for batch, n_in, n_out in SHAPES:
-        mine, ref = _pair(sub, rng, n_in, n_out)
+        mine, ref = linear_pair(sub, rng, n_in, n_out, *args)
         x = rng.standard_normal((batch, n_in))
         expect_close(mine(x.copy()), ref(x), "forward output y", f"x {x.shape}, W {mine.weight.data.shape}",
                      mistakes={"the bias is missing: y = x W^T + b": x @ mine.weight.data.T})
 
 
+def check_parameters(sub, rng):
+    check_layer_parameters(sub)
+
+
+def check_forward(sub, rng):
+    check_layer_forward(sub, rng)
+
+
 def check_input_gradient(sub, rng):
     for batch, n_in, n_out in SHAPES:
-        mine, ref = _pair(sub, rng, n_in, n_out)
+        mine, ref = linear_pair(sub, rng, n_in, n_out)
         x, g = rng.standard_normal((batch, n_in)), rng.standard_normal((batch, n_out))
         mine(x.copy()), ref(x)
         expect_close(mine.backward(g.copy()), ref.backward(g), "backward's dLoss/dx", f"x {x.shape}, grad {g.shape}")
@@ -54,7 +67,7 @@ def _zero_grads(*layers):
 
 def check_parameter_gradients(sub, rng):
     for batch, n_in, n_out in SHAPES:
-        mine, ref = _pair(sub, rng, n_in, n_out)
+        mine, ref = linear_pair(sub, rng, n_in, n_out)
         x, g = rng.standard_normal((batch, n_in)), rng.standard_normal((batch, n_out))
         _zero_grads(mine, ref)
         mine(x.copy()), ref(x)
@@ -69,7 +82,7 @@ def check_parameter_gradients(sub, rng):
 
 def check_gradients_accumulate(sub, rng):
     _, n_in, n_out = SHAPES[1]
-    mine, ref = _pair(sub, rng, n_in, n_out)
+    mine, ref = linear_pair(sub, rng, n_in, n_out)
     _zero_grads(mine, ref)
     for _ in range(2):
         x, g = rng.standard_normal((3, n_in)), rng.standard_normal((3, n_out))

@@ -300,21 +300,23 @@ def check_adamw(sub, rng):
         "decoupled_weight_decay=True is ignored: AdamW decays the weights, p -= lr * wd * p": _adam(lr, b1, b2, eps)})
 
 
+def _optimizer(name: str, summary: str, reference, *checks: Check) -> Assignment:
+    """An optimizer assignment: zero_grad's check first, then ``checks``."""
+    return Assignment(name, summary, reference, (Check("zero_grad() sets every .grad to 0", 1, check_zero_grad),
+                                                 *checks), kind="optimizer")
+
+
 ASSIGNMENTS = (
-    Assignment("sgd-momentum", "SGD(params, lr, momentum, weight_decay, nesterov): torch's SGD with momentum, "
-               "Nesterov momentum and L2 weight decay", SGD, (
-                   Check("zero_grad() sets every .grad to 0", 1, check_zero_grad),
-                   Check("plain SGD: p <- p - lr * g", 1, check_plain_sgd),
-                   Check("momentum: buf = g at the first step, then momentum * buf + g", 3, check_momentum),
-                   Check("weight decay: g + wd * p before the momentum; p.grad left unchanged", 2, check_weight_decay),
-                   Check("Nesterov: the update is g + momentum * buf", 2, check_nesterov),
-               ), kind="optimizer"),
-    Assignment("adam", "Adam(params, lr, betas, eps, weight_decay, decoupled_weight_decay): torch's Adam with "
-               "bias correction, L2 weight decay and AdamW's decoupled weight decay", Adam, (
-                   Check("zero_grad() sets every .grad to 0", 1, check_zero_grad),
-                   Check("Adam: bias-corrected moments, p <- p - lr * m_hat / (sqrt(v_hat) + eps)", 4, check_adam),
-                   Check("the defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8", 1, check_adam_defaults),
-                   Check("weight_decay is L2: g + wd * p before the moments; p.grad left unchanged", 2, check_adam_l2),
-                   Check("AdamW (decoupled_weight_decay=True): p <- p - lr * (u + wd * p)", 2, check_adamw),
-               ), kind="optimizer"),
+    _optimizer("sgd-momentum", "SGD(params, lr, momentum, weight_decay, nesterov): torch's SGD with momentum, "
+               "Nesterov momentum and L2 weight decay", SGD,
+               Check("plain SGD: p <- p - lr * g", 1, check_plain_sgd),
+               Check("momentum: buf = g at the first step, then momentum * buf + g", 3, check_momentum),
+               Check("weight decay: g + wd * p before the momentum; p.grad left unchanged", 2, check_weight_decay),
+               Check("Nesterov: the update is g + momentum * buf", 2, check_nesterov)),
+    _optimizer("adam", "Adam(params, lr, betas, eps, weight_decay, decoupled_weight_decay): torch's Adam with "
+               "bias correction, L2 weight decay and AdamW's decoupled weight decay", Adam,
+               Check("Adam: bias-corrected moments, p <- p - lr * m_hat / (sqrt(v_hat) + eps)", 4, check_adam),
+               Check("the defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8", 1, check_adam_defaults),
+               Check("weight_decay is L2: g + wd * p before the moments; p.grad left unchanged", 2, check_adam_l2),
+               Check("AdamW (decoupled_weight_decay=True): p <- p - lr * (u + wd * p)", 2, check_adamw)),
 )

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from ... import nn
-from ..core import Assignment, Check, expect, expect_close
+from ..core import Assignment, Check, expect_close
+from .linear import SHAPES, check_layer_forward, check_layer_parameters, linear_pair
 
-SHAPES = [(1, 3, 2), (2, 5, 4), (7, 4, 6)]  # (batch, in_features, out_features), batch 1 and 2 included
 LR = 0.1
 WRONG_ORDER = ("the previous layer's gradient must use the weights of the forward pass: compute dx = g W "
                "first and update the weights only after it (the lecture's correction)")
@@ -59,32 +59,16 @@ class LinearSGD(nn.Linear):
 
 
 def _pair(sub, rng, n_in, n_out):
-    """The student's layer and the reference with the same weights."""
-    seed = int(rng.integers(2**31))
-    mine, ref = sub.make(n_in, n_out, LR, rng=seed), sub.ref(n_in, n_out, LR, rng=seed)
-    mine.weight.data[...] = rng.standard_normal((n_out, n_in))
-    mine.bias.data[...] = rng.standard_normal(n_out)
-    ref.weight.data[...], ref.bias.data[...] = mine.weight.data, mine.bias.data
-    return mine, ref
+    """The student's LinearSGD and the reference with the same weights."""
+    return linear_pair(sub, rng, n_in, n_out, LR)
 
 
 def check_parameters(sub, rng):
-    for _, n_in, n_out in SHAPES:
-        layer = sub.make(n_in, n_out, LR, rng=0)
-        for name, shape in (("weight", (n_out, n_in)), ("bias", (n_out,))):
-            p = getattr(layer, name, None)
-            expect(p is not None and hasattr(p, "data") and hasattr(p, "grad"),
-                   f"LinearSGD({n_in}, {n_out}, lr).{name} must be a Parameter (with .data and .grad)")
-            expect(p.data.shape == shape,
-                   f"LinearSGD({n_in}, {n_out}, lr).{name} has shape {p.data.shape}, expected {shape}")
+    check_layer_parameters(sub, (LR,), "LinearSGD({n_in}, {n_out}, lr)")
 
 
 def check_forward(sub, rng):
-    for batch, n_in, n_out in SHAPES:
-        mine, ref = _pair(sub, rng, n_in, n_out)
-        x = rng.standard_normal((batch, n_in))
-        expect_close(mine(x.copy()), ref(x), "forward output y", f"x {x.shape}, W {mine.weight.data.shape}",
-                     mistakes={"the bias is missing: y = x W^T + b": x @ mine.weight.data.T})
+    check_layer_forward(sub, rng, (LR,))
 
 
 def check_input_gradient(sub, rng):
