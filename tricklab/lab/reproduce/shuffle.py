@@ -6,7 +6,10 @@ Three ways to visit the same training set (stored sorted by class, as data often
     once        one random permutation, then the same order every epoch
     reshuffle   a new random permutation every epoch (the DataLoader's default)
 
-Same network, same initial weights, same step size. With ordered data each run of one class drags
+The order is the configuration's ``data.order`` ("sorted", "once", "reshuffle"); each run goes
+through the one pipeline (``experiment.run``) with the same seed, so the same split and the same
+initial weights; callbacks record the training loss of every step and the training and test
+accuracy of every epoch. Same network, same initial weights, same step size. With ordered data each run of one class drags
 the weights towards that class, so the training loss swings from step to step and the net ends
 each epoch biased towards the last classes it saw.
 
@@ -25,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import optim
-from .common import Reproduction, Timer, fit, mean_std, mlp, mnist, pm, pyplot, save_figure
+from ...stats import mean_std, pm
+from .callbacks import EvaluateEachEpoch, StepLoss
+from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "shuffle"
 TITLE = "Shuffling: SGD on ordered data, shuffled once, and reshuffled every epoch"
@@ -36,23 +40,37 @@ SIZES = {
     "full": {"epochs": 15, "train_subset": 0, "test_subset": 0, "seeds": 3},
 }
 HIDDEN, LR, MOMENTUM, BATCH = [256], 0.05, 0.9, 64
-ORDERS = {"ordered": "fixed", "shuffled once": "once", "reshuffled every epoch": "reshuffle"}
+ORDERS = {"ordered": "sorted", "shuffled once": "once", "reshuffled every epoch": "reshuffle"}
+
+
+def config(order: str, s: dict, data_root: str | None = None) -> dict:
+    """MNIST in [0, 1], one hidden layer of 256 ReLU (He-uniform), SGD with momentum, ``data.order``."""
+    return {"data": {"name": "mnist", "root": data_root or "", "normalize": "none", "val_fraction": 1 / 6,
+                     "train_subset": s["train_subset"], "test_subset": s["test_subset"], "order": order},
+            "model": {"hidden": HIDDEN, "init": "kaiming_uniform"},
+            "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM},
+            "train": {"epochs": s["epochs"], "batch_size": BATCH}}
+
+
+def train_order(order: str, s: dict, data: dict, seed: int, data_root) -> dict:
+    """One run: the history as lists (epoch, train_loss, *_accuracy) and every step's loss."""
+    steps = StepLoss()
+    result = train(config(order, s, data_root), seed,
+                   callbacks=[steps, EvaluateEachEpoch({"train": data["train"], "test": data["test"]})])
+    h = result.history
+    keys = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy")
+    return {**{k: [row[k] for row in h] for k in keys}, "step_loss": steps.losses}
 
 
 def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print) -> dict:
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Xtr, ytr), val, test = mnist(data_root, seed=seed, train_subset=s["train_subset"], test_subset=s["test_subset"])
-    by_class = np.argsort(ytr, kind="stable")
-    train = (Xtr[by_class], ytr[by_class])
     results: dict[str, list[dict]] = {name: [] for name in ORDERS}
     for k in range(s["seeds"]):
+        data = splits(configure(config("reshuffle", s, data_root), seed + k))  # the split every order sees
         for name, order in ORDERS.items():
-            model = mlp(784, HIDDEN, "relu", "kaiming_uniform", seed=seed + k)
-            opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-            hist = fit(model, opt, train, s["epochs"], BATCH, seed=seed + k + 1, order=order,
-                       evals={"train": train, "val": val, "test": test})
+            hist = train_order(order, s, data, seed + k, data_root)
             results[name].append(hist)
             log(f"seed {seed + k} {name}: test accuracy {hist['test_accuracy'][-1]:.4f}")
     plt = pyplot()
@@ -76,9 +94,10 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "visiting ordered data in order makes SGD oscillate and end far worse; shuffling fixes "
                        "it, and reshuffling every epoch is at least as good as one fixed shuffle",
                        size, {**s, "hidden": HIDDEN, "lr": LR, "momentum": MOMENTUM, "batch_size": BATCH,
-                              "seed": seed, "n_train": len(ytr), "n_test": len(test[1]),
-                              "data": "MNIST, training split stored sorted by class"})
-    rep.figures.append(save_figure(fig, Path(out) / "shuffle.png"))
+                              "seed": seed, "n_train": len(data["train"][1]),
+                              "n_test": len(data["test"][1]),
+                              "data": "MNIST; ordered: the training split sorted by class (data.order)"})
+    rep.figures.append(figure(fig, Path(out) / "shuffle.png"))
     paper = {"ordered": "poor: successive examples of one class (LeCun et al. 4.2)",
              "shuffled once": "good", "reshuffled every epoch": "good, converges at least as fast (Bottou 2012)"}
     for name, runs in results.items():
