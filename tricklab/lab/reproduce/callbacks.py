@@ -95,16 +95,21 @@ class EpochBegin(Callback):
         self.function(epoch, self.trainer)
 
 
-class AtTrainBoundaries(Callback):
-    """``measure(model)`` before the first step and after the last: ``records["init"]``,
-    ``records["trained"]`` (e.g. layer statistics of a fixed batch)."""
+class Measure(Callback):
+    """``measure(model)`` before the first step (``records["init"]``), after every epoch if
+    ``each_epoch`` (``records["epochs"]``) and after the last step (``records["trained"]``)."""
 
-    def __init__(self, measure: Callable[[nn.Module], object]):
-        self.measure, self.records = measure, {}
+    def __init__(self, measure: Callable[[nn.Module], object], each_epoch: bool = False):
+        self.measure, self.each_epoch = measure, each_epoch
+        self.records: dict = {"epochs": []}
 
     def on_train_begin(self, logs):
         if self.trainer.step_count == 0:
             self.records["init"] = self.measure(self.trainer.model)
+
+    def on_epoch_end(self, epoch, logs):
+        if self.each_epoch:
+            self.records["epochs"].append(self.measure(self.trainer.model))
 
     def on_train_end(self, logs):
         self.records["trained"] = self.measure(self.trainer.model)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn, optim
-from .common import Reproduction, Timer, fit, mlp, mnist1d, pyplot, save_figure
+from ... import nn
+from .callbacks import EvaluateEachEpoch, InitialWeights, Measure, set_linears
+from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "symmetry"
 TITLE = "Identically initialized units never become different"
@@ -38,19 +39,18 @@ VARIANTS = {  # name: (identical start, dropout, one unit per layer)
 
 
 def constant_init(shape, rng=None, dtype=np.float64):
-    return np.full(shape, CONSTANT, dtype=dtype)
+    """W = CONSTANT everywhere (``nn.init.constant``, whose value no configuration key sets)."""
+    return nn.init.constant(shape, CONSTANT, dtype=dtype)
 
 
-def build(variant: str, hidden, seed: int) -> nn.Sequential:
-    identical, dropout, narrow = VARIANTS[variant]
-    hidden = [1] * len(hidden) if narrow else hidden
-    model = mlp(40, hidden, "tanh", constant_init if identical else "xavier_uniform", seed=seed,
-                dropout=dropout, dtype=np.float64)
-    if identical:
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.bias.data[:] = 0.0
-    return model
+def config(variant: str, hidden, epochs: int) -> dict:
+    """MNIST-1D (standardized per feature), a float64 tanh MLP (Xavier-uniform, [dropout]), SGD with momentum."""
+    _, dropout, narrow = VARIANTS[variant]
+    return {"data": {"name": "mnist1d"},
+            "model": {"hidden": [1] * len(hidden) if narrow else list(hidden), "activation": "tanh",
+                      "init": "xavier_uniform", "dropout": dropout},
+            "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM},
+            "train": {"epochs": epochs, "batch_size": BATCH, "dtype": "float64"}}
 
 
 def spread(model: nn.Sequential) -> list[tuple[float, int]]:
@@ -74,24 +74,20 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    train, val, test = mnist1d(seed=seed)
-    train, val, test = [(X.astype(np.float64), y) for X, y in (train, val, test)]
+    test = splits(configure(config("random", s["hidden"], s["epochs"]), seed))["test"]  # every variant's
     results = {}
     for variant in VARIANTS:
-        model = build(variant, s["hidden"], seed)
-        opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-        track = {"spread": [spread(model)]}
-
-        def after_epoch(epoch, optimizer, model=model, track=track):
-            if epoch > 0:
-                track["spread"].append(spread(model))
-
-        hist = fit(model, opt, train, s["epochs"], BATCH, seed=seed + 1, evals={"val": val, "test": test},
-                   schedule=after_epoch)
-        track["spread"].append(spread(model))
-        results[variant] = {**{k: v for k, v in hist.items() if k != "step_loss"}, **track}
-        final = track["spread"][-1]
-        log(f"{variant}: distinct units per layer {[d for _, d in final]}, test accuracy {hist['test_accuracy'][-1]:.3f}")
+        track = Measure(spread, each_epoch=True)
+        callbacks = [track, EvaluateEachEpoch({"test": test})]
+        if VARIANTS[variant][0]:  # identical: constant weights, zero biases
+            callbacks.insert(0, InitialWeights(lambda model: set_linears(model, constant_init, 0.0)))
+        h = train(config(variant, s["hidden"], s["epochs"]), seed, callbacks=callbacks).history
+        results[variant] = {**{k: [row[k] for row in h] for k in ("epoch", "train_loss", "val_accuracy",
+                                                                  "test_accuracy")},
+                            "spread": [track.records["init"], *track.records["epochs"]]}
+        final = results[variant]["spread"][-1]
+        log(f"{variant}: distinct units per layer {[d for _, d in final]}, "
+            f"test accuracy {results[variant]['test_accuracy'][-1]:.3f}")
     plt = pyplot()
     fig, (ax_s, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (variant, r) in enumerate(results.items()):
@@ -111,7 +107,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "gradient descent; random initialization or dropout breaks the symmetry",
                        size, {**s, "data": "mnist1d", "activation": "tanh", "lr": LR, "momentum": MOMENTUM,
                               "batch_size": BATCH, "constant": CONSTANT, "dtype": "float64", "seed": seed})
-    rep.figures.append(save_figure(fig, Path(out) / "symmetry.png"))
+    rep.figures.append(figure(fig, Path(out) / "symmetry.png"))
     width = s["hidden"][0]
     expect = {"identical": ("1 per layer: the units never diverge", "0"),
               "identical + dropout": (f"up to {width}: dropout breaks the symmetry", "> 0"),
