@@ -38,3 +38,39 @@ def test_quick_reproduction_and_its_report(name, tmp_path, request):
 def test_unknown_reproduction_lists_the_known_ones():
     with pytest.raises(KeyError, match="batchnorm-mnist"):
         reproduce.get("nope")
+
+
+TINY = {"data": {"name": "mnist1d", "train_subset": 600}, "model": {"hidden": [16], "dropout": 0.1},
+        "optimizer": {"name": "sgd", "lr": 0.05}, "train": {"epochs": 2, "batch_size": 50, "max_steps": 17}}
+
+
+def test_splits_are_the_pipelines_own():
+    import numpy as np
+
+    from tricklab.experiment import build
+    from tricklab.lab.reproduce.common import configure, splits
+
+    cfg = configure(TINY, seed=3)
+    exp, ours = build(cfg, log=lambda msg: None), splits(cfg)
+    for name, theirs in (("val", exp.val), ("test", exp.test)):
+        assert np.array_equal(ours[name][0], theirs[0]) and np.array_equal(ours[name][1], theirs[1])
+    assert np.array_equal(exp.normalizer.transform(exp.data.train[0]).astype(np.float32), ours["train"][0])
+
+
+def test_evaluate_every_records_its_steps_and_keeps_training_mode():
+    from tricklab.lab.reproduce.callbacks import EvaluateEvery, StepLoss
+    from tricklab.lab.reproduce.common import configure, splits, train
+    from tricklab.train import Callback
+
+    modes = []
+
+    class Mode(Callback):
+        def on_batch_begin(self, batch, logs):
+            modes.append(self.trainer.model.training)
+
+    data = splits(configure(TINY))
+    evals, losses = EvaluateEvery(5, {"test": data["test"]}), StepLoss()
+    result = train(TINY, callbacks=[evals, losses, Mode()])
+    assert evals.records["step"] == [0, 5, 10, 15, 17] and len(evals.records["test_accuracy"]) == 5
+    assert evals.records["test_accuracy"][-1] == pytest.approx(result.metrics["test_accuracy"])
+    assert len(losses.losses) == 17 and all(modes) and len(modes) == 17

@@ -163,19 +163,21 @@ def linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def set_linears(model: nn.Module, weight: Callable, bias: float = 0.0, seed: int = 0) -> None:
-    """Every Linear's weight from ``weight(shape, rng, dtype)``, its bias set to ``bias``.
+def set_linears(model: nn.Module, weight: Callable, bias: float | None = 0.0, seed: int = 0) -> None:
+    """Every Linear's weight from ``weight(shape, rng=, dtype=)``, its bias set to ``bias`` (None:
+    Linear's own draw U[-1/sqrt(n_in), 1/sqrt(n_in)]).
 
     One generator from ``seed`` draws layer after layer as ``Linear(init=weight, rng=rng)`` does
-    (the weight, then the bias's uniform draw, which ``bias`` replaces), so the weights are those
-    of such a net built with ``np.random.default_rng(seed)``.
+    (the weight, then the bias), so the weights are those of such a net built with
+    ``np.random.default_rng(seed)``.
     """
     rng = np.random.default_rng(seed)
     for lin in linears(model):
         w = lin.weight.data
-        w[...] = weight(w.shape, rng, w.dtype)
-        rng.uniform(size=lin.out_features)  # the bias draw of Linear, replaced
-        lin.bias.data[...] = bias
+        w[...] = weight(w.shape, rng=rng, dtype=w.dtype)
+        bound = 1.0 / np.sqrt(lin.in_features)
+        drawn = rng.uniform(-bound, bound, size=lin.out_features)
+        lin.bias.data[...] = drawn if bias is None else bias
 
 
 def probe_rows(probe, layer: str) -> dict[str, np.ndarray]:

@@ -13,6 +13,14 @@ pre-activation (backward). The paper's Figures 6 and 7: with the standard scheme
 shrink going up and the back-propagated gradients shrink going down, with the normalized scheme
 both keep their variance across layers. Then each net is trained with plain SGD and scored.
 
+Each net trains through the one pipeline (``experiment.run``): standard, normalized and
+orthogonal are the configuration's ``model.init`` names (default, xavier_uniform, orthogonal);
+kaiming with the activation's gain is not (the configuration's kaiming_normal has the ReLU gain),
+so an :class:`InitialWeights` callback draws it. The layer statistics are taken before the first
+step and after the last by a :class:`Measure` callback: :class:`~tricklab.train.probe.Probe`
+records activation percentiles and parameter-gradient norms, not the standard deviations of the
+activations and of the back-propagated dLoss/dz that the paper's figures show.
+
 References:
     Glorot, X. and Bengio, Y. "Understanding the difficulty of training deep feedforward neural
     networks." AISTATS 2010, Figures 6-7 and Table 1.
@@ -28,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn, optim
+from ... import nn
 from ...nn import init as init_
-from .common import Reproduction, Timer, fit, mlp, mnist, pyplot, save_figure
+from .callbacks import EvaluateEachEpoch, InitialWeights, Measure, set_linears
+from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "init-depth"
 TITLE = "Initialization of a deep tanh/sigmoid net (Glorot & Bengio 2010)"
@@ -46,14 +55,26 @@ PAPER_MNIST_ERROR = {("tanh", "standard"): "1.76%", ("tanh", "normalized"): "1.6
                      ("sigmoid", "standard"): "2.21%"}
 
 
-def initializer(scheme: str, activation: str):
-    if scheme == "standard":
-        return init_.default_linear
-    if scheme == "normalized":
-        return init_.xavier_uniform
-    if scheme == "kaiming":
-        return partial(init_.kaiming_normal, nonlinearity=activation)
-    return init_.orthogonal
+CONFIG_INIT = {"standard": "default", "normalized": "xavier_uniform", "orthogonal": "orthogonal"}
+
+
+def config(activation: str, scheme: str, s: dict, data_root: str | None = None) -> dict:
+    """MNIST in [0, 1], five hidden layers of ``width`` units, plain SGD; every Linear (the read-out
+    too) drawn by the scheme (kaiming: drawn by a callback, see :func:`callbacks_for`)."""
+    return {"data": {"name": "mnist", "root": data_root or "", "normalize": "none", "val_fraction": 1 / 6,
+                     "train_subset": s["train_subset"], "test_subset": s["test_subset"]},
+            "model": {"hidden": [s["width"]] * DEPTH, "activation": activation,
+                      "init": CONFIG_INIT.get(scheme, "default")},
+            "optimizer": {"name": "sgd", "lr": LR},
+            "train": {"epochs": s["epochs"], "batch_size": BATCH}}
+
+
+def callbacks_for(activation: str, scheme: str, seed: int) -> list:
+    """Kaiming-normal weights with the activation's gain (5/3 tanh, 1 sigmoid) and Linear's default biases."""
+    if scheme != "kaiming":
+        return []
+    kaiming = partial(init_.kaiming_normal, nonlinearity=activation)
+    return [InitialWeights(lambda model: set_linears(model, kaiming, None, seed))]
 
 
 def layer_statistics(model: nn.Sequential, X: np.ndarray, y: np.ndarray, activation: str) -> dict:
@@ -82,18 +103,17 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Xtr, ytr), val, test = mnist(data_root, seed=seed, train_subset=s["train_subset"], test_subset=s["test_subset"])
-    probe = (Xtr[:s["probe"]], ytr[:s["probe"]])
+    data = splits(configure(config("tanh", "standard", s, data_root), seed))  # every net's split
+    X, y = data["train"][0][:s["probe"]], data["train"][1][:s["probe"]]
     results = {}
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
-            model = mlp(784, [s["width"]] * DEPTH, act, initializer(scheme, act), seed=seed)
-            stats = layer_statistics(model, *probe, act)
-            opt = optim.SGD(model.parameters(), lr=LR)
-            hist = fit(model, opt, (Xtr, ytr), s["epochs"], BATCH, seed=seed + 1, evals={"val": val, "test": test})
-            stats_after = layer_statistics(model, *probe, act)
-            results[f"{act}/{scheme}"] = {"init": stats, "trained": stats_after,
-                                          **{k: v for k, v in hist.items() if k != "step_loss"}}
+            layers = Measure(lambda model, act=act: layer_statistics(model, X, y, act))
+            callbacks = [*callbacks_for(act, scheme, seed), layers, EvaluateEachEpoch({"test": data["test"]})]
+            h = train(config(act, scheme, s, data_root), seed, callbacks=callbacks).history
+            hist = {k: [row[k] for row in h] for k in ("epoch", "train_loss", "val_accuracy", "test_accuracy")}
+            stats = layers.records["init"]
+            results[f"{act}/{scheme}"] = {"init": stats, "trained": layers.records["trained"], **hist}
             log(f"{act:7s} {scheme:10s} gradient std layer 1/{DEPTH}: "
                 f"{stats['gradient_std'][0] / stats['gradient_std'][-1]:.2f}, test error "
                 f"{1 - hist['test_accuracy'][-1]:.2%}")
@@ -123,8 +143,8 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "change their variance from layer to layer; normalized initialization keeps both steady "
                        "and trains to a lower error",
                        size, {**s, "depth": DEPTH, "lr": LR, "batch_size": BATCH, "optimizer": "SGD",
-                              "seed": seed, "n_train": len(ytr), "n_test": len(test[1])})
-    rep.figures.append(save_figure(fig, Path(out) / "init_depth.png"))
+                              "seed": seed, "n_train": len(data["train"][1]), "n_test": len(data["test"][1])})
+    rep.figures.append(figure(fig, Path(out) / "init_depth.png"))
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             st = results[f"{act}/{scheme}"]["init"]
