@@ -61,6 +61,17 @@ def test_run_report(tiny_config, tmp_path):
     assert "test_accuracy" in page
 
 
+def test_run_report_draws_the_probe_when_the_run_has_one(tiny_config, tmp_path):
+    from tricklab.experiment import train_run
+
+    run = tmp_path / "run"
+    cfg = config_.set_key(config_.load(tiny_config), "logging.probe_every", 5)
+    train_run(cfg, run, progress=False, log=lambda m: None, plots=False)
+    page = write_report(run).read_text()
+    _self_contained(page)
+    assert _embedded(page, run) == ["curves.png", "probe.png"] and "Inside the network" in page
+
+
 @pytest.mark.slow
 def test_ablation_report(tiny_config, tmp_path):
     from tricklab.lab.ablate import run_ablation
@@ -93,7 +104,7 @@ def _integer_ticks(ax) -> bool:
 
 
 def test_accuracy_bars_start_at_zero():
-    from tricklab.lab.report import ablation_bars
+    from tricklab.lab.ablation_figures import ablation_bars
 
     # close accuracies, where a cut axis would make 0.4 points look like a factor of two
     fig = ablation_bars(_rows({0: [0.971, 0.973], 1: [0.975, 0.977]}), ["baseline", "+ dropout"])
@@ -103,7 +114,8 @@ def test_accuracy_bars_start_at_zero():
 
 
 def test_curve_plots_have_integer_epoch_ticks(tmp_path):
-    from tricklab.lab.report import ablation_curves, sweep_curves
+    from tricklab.lab.ablation_figures import ablation_curves
+    from tricklab.lab.report import sweep_curves
     from tricklab.report.plots import history_figure
 
     rows = _rows({0: [0.9, 0.91], 1: [0.92]})

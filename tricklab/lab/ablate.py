@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .. import config as config_
 from ..fileio import atomic_write_bytes
-from ..report.ablation import ablation_figures
+from .ablation_figures import ablation_figures
 from ..stats import format_pm, mean_std
 from .backends import make_backend
 from .metric import Metric, choose

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write_bytes
-# ablation_bars and ablation_curves only for tests/lab/test_report.py, which imports them from here
-from ..report.ablation import ablation_bars, ablation_curves, ablation_figures  # noqa: F401
+from .ablation_figures import ablation_figures
 from ..report.plots import integer_epochs, pyplot, save_figure, seed_band
 from .metric import Metric
 
@@ -296,8 +295,16 @@ def _run_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
     path = plot_history(history, figs_dir / "curves.png", title=d.name)
     rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
     body = ["<h2>Final scores</h2>", _table(["metric", "value"], rows), "<h2>Curves</h2>",
-            _img(path, "loss and accuracy per epoch"), "<h2>Configuration</h2>",
-            f"<pre>{html.escape((d / 'config.toml').read_text())}</pre>"]
+            _img(path, "loss and accuracy per epoch")]
+    if (d / "probe.npz").exists():  # [logging] probe_every
+        from ..report.probe_figure import plot_probe
+        from ..train.probe import read_probe
+
+        probe = plot_probe(read_probe(d / "probe.npz"), figs_dir / "probe.png", title=d.name)
+        body += ["<h2>Inside the network</h2>",
+                 _img(probe, "each layer's activations (median, 15-85 percentiles) and update/weight ratio "
+                             "over the training steps (the probe)")]
+    body += ["<h2>Configuration</h2>", f"<pre>{html.escape((d / 'config.toml').read_text())}</pre>"]
     return f"Run: {d.name}", body
 
 

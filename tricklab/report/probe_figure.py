@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # PNG files, no display
-    import matplotlib.pyplot as plt
-
-    return plt
+from .plots import pyplot, save_figure
 
 
 def probe_series(records: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -33,7 +23,7 @@ def probe_series(records: dict) -> dict[str, dict[str, np.ndarray]]:
 def probe_figure(records: dict, title: str = ""):
     """Two panels over the training steps, one colour per layer: the median activation with the
     15-85 percentile band, and ||w' - w|| / ||w|| on a log scale (layers with parameters only)."""
-    plt = _pyplot()
+    plt = pyplot()
     series = probe_series(records)
     fig, (acts, ratios) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, s) in enumerate(series.items()):
@@ -51,7 +41,6 @@ def probe_figure(records: dict, title: str = ""):
             ax.legend(title="layer", fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -60,9 +49,4 @@ def plot_probe(records: dict, path: str | Path, title: str = "") -> Path:
     columns) as a PNG at ``path``, atomically."""
     if not len(records.get("layer", ())):
         raise ValueError("plot_probe: records holds no rows")
-    fig = probe_figure(records, title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return save_figure(probe_figure(records, title), Path(path), dpi=100)

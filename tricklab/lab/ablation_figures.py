@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..lab.metric import Metric
+from ..report.plots import integer_epochs, pyplot, save_figure, seed_band
 from ..stats import mean_std
-from .plots import integer_epochs, pyplot, save_figure, seed_band
+from .metric import Metric
 
 _PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9"]  # red and grey mark "full" and "baseline"
 
