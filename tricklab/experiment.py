@@ -37,7 +37,8 @@ from .data import (Compose, DataLoader, ElasticDistortion, GaussianNoise, Random
                    RandomTranslation, Standardizer, load_mnist, load_mnist1d, train_val_split)
 from .nn.summary import summary
 from .train import Callback, EarlyStopping, Trainer, evaluate, metrics_for
-from .train.checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest
+from .fileio import atomic_write_bytes
+from .train.checkpoint import CheckpointError, list_checkpoints, load_latest
 from .train.runlock import hold_run_folder
 
 N_CLASSES = 10  # the built-in data sets
