@@ -8,7 +8,8 @@ import importlib
 
 from ..core import Assignment, SubmissionError
 
-MODULES = ("linear", "activations", "cross_entropy", "batchnorm", "dropout", "optimizers", "clipping", "order")
+MODULES = ("linear", "activations", "cross_entropy", "batchnorm", "dropout", "optimizers", "clipping", "order",
+           "conv", "pooling")
 
 
 def all_assignments() -> dict[str, Assignment]:
