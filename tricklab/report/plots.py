@@ -23,7 +23,6 @@ def pyplot():
     return plt
 
 
-_pyplot = pyplot  # the old name, still imported by lab/reproduce/common.py
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:

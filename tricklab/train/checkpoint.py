@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes  # noqa: F401  (re-exported for older imports)
+from ..fileio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{6})\.json$")
