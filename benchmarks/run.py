@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--trainer", action="store_true",
                    help="time tricklab through the Trainer's per-batch work (train_step and the metric update) "
                         "and, in the same rounds, the bare loop ('bare'); their ratio is the Trainer's overhead")
+    p.add_argument("--probe", type=int, default=0, metavar="N",
+                   help="with --trainer: the Trainer side also runs a Probe(every=N) callback (its cost)")
     p.add_argument("--warmup", type=int, default=20, help="untimed warm-up steps per side (default 20)")
     p.add_argument("--turn", type=int, default=20,
                    help="steps per turn when the sides alternate within an epoch (default 20; 0: whole epochs)")
@@ -96,18 +98,21 @@ class TricklabTrain:
     batch (``train_step``, whose finiteness checks and parameter-only backward it times, and the
     metric update; the progress bar is off)."""
 
-    def __init__(self, model, loss, opt, loader, trainer: bool = False):
+    def __init__(self, model, loss, opt, loader, trainer: bool = False, probe_every: int = 0):
         self.model, self.loss, self.opt, self.loader = model, loss, opt, loader
         self.trainer = None
         if trainer:
-            from tricklab.train import Trainer
+            from tricklab.train import Probe, Trainer
 
             self.trainer = Trainer(model, loss, opt, progress=False, log=lambda msg: None)
+            self.callbacks = self.trainer._callbacks_for_fit([Probe(every=probe_every)] if probe_every else [])
+            self.callbacks.on_train_begin({})
+            self.batch = 0
 
     def step(self, xb, yb):
-        if self.trainer is not None:
-            value, _, out = self.trainer.train_step(xb, yb)
-            self.trainer.metrics.update(out, yb)
+        if self.trainer is not None:  # Trainer.train_epoch's body: hooks, step, metric
+            value, _ = self.trainer.train_batch(self.batch, xb, yb, self.callbacks)
+            self.batch += 1
             return value
         self.opt.zero_grad()
         out = self.model(xb)
@@ -258,7 +263,7 @@ def batch_sizes(n: int, batch: int) -> list[int]:
     return [min(batch, n - i) for i in range(0, n, batch)]
 
 
-def case_sides(case, X, y, trainer: bool = False) -> dict:
+def case_sides(case, X, y, trainer: bool = False, probe_every: int = 0) -> dict:
     """The sides of a case: tricklab, torch, the floor and torch's floor; with ``trainer`` (training
     cases) tricklab goes through the Trainer and "bare" is the bare loop on a second copy of the
     model, same weights, dropout generators and minibatches. The Trainer's copy is built as a user
@@ -279,7 +284,7 @@ def case_sides(case, X, y, trainer: bool = False) -> dict:
                  "torch": TorchInfer(twin, X, case.batch_size)}
     else:
         sides = {"tricklab": TricklabTrain(model, loss, opt, DataLoader(X, y, case.batch_size, rng=1),
-                                           trainer=trainer)}
+                                           trainer=trainer, probe_every=probe_every)}
         if trainer:
             bare, bare_loss, bare_opt, _, _ = build(case, np.random.default_rng(0))
             sides["bare"] = TricklabTrain(bare, bare_loss, bare_opt, DataLoader(X, y, case.batch_size, rng=1))
@@ -289,7 +294,7 @@ def case_sides(case, X, y, trainer: bool = False) -> dict:
 
 
 def run_case(case, X, y, args) -> dict:
-    sides = case_sides(case, X, y, trainer=args.trainer)
+    sides = case_sides(case, X, y, trainer=args.trainer, probe_every=args.probe if args.trainer else 0)
     times = interleave(sides, args.epochs, args.warmup, args.turn)
     return summarize(case, times, sides["floor"].flops)
 
@@ -400,7 +405,8 @@ def markdown(env: dict, results: list[dict], aug: dict | None, memory: dict | No
         "BLAS (threadpoolctl): " + "; ".join(env["blas"]),
         "",
         f"Data: {meta['data']}, {meta['examples']} examples; {meta['epochs']} timed epochs per side, "
-        f"{meta['warmup']} warm-up steps; tricklab through " + ("the Trainer (train_step and the metric update; "
+        f"{meta['warmup']} warm-up steps; tricklab through " + (f"the Trainer (train_batch: callbacks' batch hooks, "
+                                                                 f"train_step and the metric update{meta['probe']}; "
                                                                  "the bare loop beside it)." if meta["trainer"] else
                                                                  "the zero_grad/forward/loss/backward/step loop."),
         "",
@@ -460,7 +466,8 @@ def main(argv=None) -> int:
     load_start = tuple(round(v, 1) for v in os.getloadavg())
     X, y, images, source = load_data(args.examples)
     meta = {"data": source, "examples": len(X), "epochs": args.epochs, "warmup": args.warmup,
-            "trainer": args.trainer, "load_start": load_start}
+            "trainer": args.trainer, "load_start": load_start,
+            "probe": f", with a Probe(every={args.probe}) callback" if args.trainer and args.probe else ""}
     results, aug, memory = [], None, None
     with threadpool_limits(limits=args.threads):
         env = environment(args.threads)

@@ -171,23 +171,29 @@ class Trainer:
         override them are called: none costs nothing); ``stop_training`` ends the epoch early.
         """
         cbs = self.callbacks if callbacks is None else callbacks
-        begin, end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
         self.model.train()
         self.metrics.reset()
         total = penalty_total = count = 0.0
         for batch, (xb, yb) in enumerate(loader):
+            value, penalty = self.train_batch(batch, xb, yb, cbs)
             n = len(yb)
-            if begin:
-                cbs.on_batch_begin(batch, {"batch": batch, "size": n})
-            value, penalty, out = self.train_step(xb, yb)
-            self.metrics.update(out, yb)
             total, penalty_total, count = total + value * n, penalty_total + penalty * n, count + n
-            if end:
-                cbs.on_batch_end(batch, {"batch": batch, "size": n, "loss": value, "penalty": penalty})
             if self.stop_training:
                 break
         scores = {f"train_{k}": v for k, v in self.metrics.compute().items()}
         return {"train_loss": total / count, "train_penalty": penalty_total / count, **scores}
+
+    def train_batch(self, batch: int, xb: np.ndarray, yb: np.ndarray, callbacks: CallbackList) -> tuple[float, float]:
+        """One minibatch of an epoch: ``on_batch_begin``, :meth:`train_step`, the metric's update,
+        ``on_batch_end`` (hooks that no callback overrides are not called). Returns (loss, penalty)."""
+        n = len(yb)
+        if callbacks.wants("on_batch_begin"):
+            callbacks.on_batch_begin(batch, {"batch": batch, "size": n})
+        value, penalty, out = self.train_step(xb, yb)
+        self.metrics.update(out, yb)
+        if callbacks.wants("on_batch_end"):
+            callbacks.on_batch_end(batch, {"batch": batch, "size": n, "loss": value, "penalty": penalty})
+        return value, penalty
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int = 1024) -> dict:
