@@ -298,7 +298,7 @@ def check_fits_in_memory(cfg: dict, input_shape: tuple[int, ...] | int | None = 
             f"more than the {have / 2**30:.1f} GiB of memory of this machine; choose smaller widths")
 
 
-def _input_pipeline(normalizer: Standardizer | None, shape: tuple[int, ...]):
+def input_pipeline(normalizer: Standardizer | None, shape: tuple[int, ...]):
     """Rows -> normalized float32 examples of the model's input ``shape``."""
     def prepare(X):
         X = normalizer.transform(X).astype(np.float32) if normalizer is not None else X
@@ -422,7 +422,7 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
     shape = model_input_shape(cfg, data)
     check_fits_in_memory(cfg, shape, data.n_outputs)
     normalizer = fit_normalizer(cfg, data.train[0])
-    norm = _input_pipeline(normalizer, shape)
+    norm = input_pipeline(normalizer, shape)
     Xtr, ytr = data.train
     augment = build_augmentation(cfg, data.image_shape, normalizer)
     transform = (lambda xb, rng: augment(xb, rng).reshape(len(xb), *shape)) if augment is not None else None
@@ -843,7 +843,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
     model, normalizer, cfg = load_model(run_dir)
     seeds = np.random.SeedSequence(cfg["run"]["seed"])
     data = prepare_data(cfg, seeds.spawn(3)[0])
-    norm = _input_pipeline(normalizer, model_input_shape(cfg, data))
+    norm = input_pipeline(normalizer, model_input_shape(cfg, data))
     loss, metrics = build_loss(cfg, model.dtype), metrics_for(cfg["loss"]["name"])
     val = evaluate(model, loss, (norm(data.val[0]), data.val[1]), metrics)
     test = evaluate(model, loss, (norm(data.test[0]), data.test[1]), metrics)

@@ -50,12 +50,7 @@ def splits(cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for callbacks that score them during training."""
     data = experiment.prepare_data(cfg, np.random.SeedSequence(cfg["run"]["seed"]).spawn(3)[0])
     normalizer = experiment.fit_normalizer(cfg, data.train[0])
-    shape = experiment.model_input_shape(cfg, data)
-
-    def prepare(X):
-        X = normalizer.transform(X).astype(np.float32) if normalizer is not None else X
-        return X.reshape(len(X), *shape)
-
+    prepare = experiment.input_pipeline(normalizer, experiment.model_input_shape(cfg, data))
     return {name: (prepare(X), y) for name, (X, y) in (("train", data.train), ("val", data.val), ("test", data.test))}
 
 
