@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     n = args.steps * case.batch_size
     X = rng.standard_normal((n, 784), dtype=np.float32)
+    if case.kind == "conv":
+        from .cases import IMAGE
+
+        X = X.reshape(n, *IMAGE)
     y = rng.integers(0, 10, size=n)
     model, loss, opt, twin, topt = build(case, rng)
     loader = DataLoader(X, y, case.batch_size, rng=1)
