@@ -18,11 +18,16 @@ killed midway also resumes.
 What "on" means for each trick is set in ``TRICKS`` (the values below), unless the configuration
 already switches that trick on (then its own values are used), or ``on`` overrides a key.
 
-With a model written as a layer list (``[[model.layers]]``), a trick may also be a layer class
-of that list (``Dropout``, ``BatchNorm1d``, ...): on is the list as written, off is the list
-without every (top-level) layer of that class. So a new layer class is ablated with nothing
-added here. The shorthand's tricks (batchnorm, dropout) set keys such a configuration does not
-have, and classes that set widths (Linear) cannot be removed.
+With a model written as a layer list (``[[model.layers]]``, a CNN for instance), the
+shorthand's tricks batchnorm and dropout set keys such a configuration does not have; there they
+act on the layers instead (``LAYER_TRICKS``): on is the list as written, off is the list without
+its batch-norm (BatchNorm1d, BatchNorm2d) or dropout (Dropout, Dropout2d) layers. A trick may also
+be any layer class of that list (``Dropout2d``, ``BatchNorm1d``, ...), removed in the same way, so
+a new layer class is ablated with nothing added here; classes that set widths (Linear, Conv2d)
+cannot be removed. The other tricks set configuration keys and work on every model. Where a batch
+norm is removed, the layer right before it gets its bias back if the list turned it off (bias =
+false, "batch norm's shift replaces the bias"): the network without batch norm is the one a
+practitioner would write, not one that lost its shifts too.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ TRICKS: dict[str, dict[str, tuple]] = {
     "input_norm": {"data.normalize": ("global", "per_feature", "none")},
     "early_stopping": {"early_stopping.enabled": (True, True, False)},
 }
+# trick -> the layer classes it removes from a model written as a layer list, when off
+LAYER_TRICKS: dict[str, tuple[str, ...]] = {"batchnorm": ("BatchNorm1d", "BatchNorm2d"),
+                                            "dropout": ("Dropout", "Dropout2d")}
+BATCHNORMS = LAYER_TRICKS["batchnorm"]
 
 
 def _get(cfg: dict, dotted: str):
@@ -63,27 +72,33 @@ def _get(cfg: dict, dotted: str):
     return cfg[section][key]
 
 
-def _shorthand_keys(trick: str) -> list[str]:
-    from ..shorthand import SHORTHAND_KEYS
+def _acts_on_layers(cfg: dict, trick: str) -> bool:
+    """Whether ``trick`` removes layers of this configuration's list rather than setting keys."""
+    return not config_.uses_shorthand(cfg) and (trick in LAYER_TRICKS or trick not in TRICKS)
 
-    return [k for k in TRICKS[trick] if k.startswith("model.") and k.split(".")[1] in SHORTHAND_KEYS]
+
+def removed_classes(trick: str) -> tuple[str, ...]:
+    """The layer classes a layer-acting ``trick`` removes when off: its LAYER_TRICKS entry, or itself."""
+    return LAYER_TRICKS.get(trick, (trick,))
 
 
 def check_tricks(cfg: dict, tricks: list[str]) -> None:
-    """Refuse no trick, an unknown or repeated one, a shorthand trick on a layer list, and a layer
-    class that the configuration's layer list does not have or whose layers set widths."""
+    """Refuse no trick, an unknown or repeated one, a layer trick (batchnorm, dropout, a layer
+    class) whose layers the configuration's list does not have, a layer class whose layers set
+    widths, and two tricks that remove the same layers."""
     from ..nn.spec import WIDTHS, layer_classes
 
     listed = not config_.uses_shorthand(cfg)
     present = list(dict.fromkeys(spec["type"] for spec in cfg["model"]["layers"])) if listed else []
-    known = [t for t in TRICKS if not (listed and _shorthand_keys(t))] + present
+    known = list(TRICKS) + present
     if not tricks:
         raise config_.ConfigError(f"--tricks names no trick; give one or more of: {', '.join(known)}")
     for t in tricks:
-        if t in TRICKS and listed and _shorthand_keys(t):
-            raise config_.ConfigError(f"--tricks {t} sets {_shorthand_keys(t)[0]}, a key of the hidden = [...] "
-                                      "shorthand, but this configuration lists model.layers: name the layer class to "
-                                      f"remove instead (its layers: {', '.join(present)})")
+        if t in LAYER_TRICKS and listed:
+            if not set(LAYER_TRICKS[t]) & set(present):
+                raise config_.ConfigError(f"--tricks {t}: on a layer list it removes the {' and '.join(LAYER_TRICKS[t])}"
+                                          f" layers, but model.layers has none (its layers: {', '.join(present)})")
+            continue
         if t in TRICKS:
             continue
         if t in layer_classes() and not listed:
@@ -98,17 +113,27 @@ def check_tricks(cfg: dict, tricks: list[str]) -> None:
                                       "is not an ablation; name layers that keep the shape (Dropout, BatchNorm1d, ...)")
     if len(set(tricks)) != len(tricks):
         raise config_.ConfigError(f"a trick is listed twice in {tricks}")
+    owner: dict[str, str] = {}
+    for t in (t for t in tricks if _acts_on_layers(cfg, t)):
+        for cls in removed_classes(t):
+            if cls in owner and cls in present:
+                raise config_.ConfigError(f"--tricks {owner[cls]} and {t} both remove the {cls} layers; name one")
+            owner[cls] = t
 
 
 def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, tuple[dict, dict]]:
     """trick -> (keys when on, keys when off) for this configuration, for the tricks of ``TRICKS``
     (a layer class has no keys: its layers are removed by ``variants``)."""
     check_tricks(cfg, tricks)
-    tricks = [t for t in tricks if t in TRICKS]
+    tricks = [t for t in tricks if not _acts_on_layers(cfg, t)]
     image = cfg["data"]["name"] != "mnist1d"
     on = dict(on or {})
     owners = {k: t for t, keys in TRICKS.items() for k in keys}
     for key in on:
+        if key in owners and not config_.uses_shorthand(cfg) and owners[key] in LAYER_TRICKS:
+            raise config_.ConfigError(f"--on {key}: on a layer list the {owners[key]} trick removes its "
+                                      f"{' and '.join(LAYER_TRICKS[owners[key]])} layers; set their arguments in "
+                                      "model.layers instead")
         if key not in owners or owners[key] not in tricks:
             raise config_.ConfigError(f"--on {key}: not a key of the tricks being ablated "
                                       f"({', '.join(k for k, t in owners.items() if t in tricks)})")
@@ -128,14 +153,15 @@ def trick_settings(cfg: dict, tricks: list[str], on: dict | None = None) -> dict
 
 def variants(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, dict]:
     """Variant name -> the keys it sets (baseline, + each trick, full, full - each trick); with
-    layer classes among the tricks, ``model.layers``: the list without the classes that are off."""
+    tricks that act on layers, ``model.layers``: the list without the layers of the tricks that are off."""
     settings = trick_settings(cfg, tricks, on)
+    layered = [t for t in tricks if t not in settings]
 
     def variant(switched_on: set[str]) -> dict:
         keys = {k: v for t in settings for k, v in settings[t][0 if t in switched_on else 1].items()}
-        if len(settings) < len(tricks):
-            off = {t for t in tricks if t not in settings and t not in switched_on}
-            keys["model.layers"] = [spec for spec in cfg["model"]["layers"] if spec["type"] not in off]
+        if layered:
+            off = {cls for t in layered if t not in switched_on for cls in removed_classes(t)}
+            keys["model.layers"] = without_layers(cfg["model"]["layers"], off)
         return keys
 
     out = {"baseline": variant(set())}
@@ -143,6 +169,18 @@ def variants(cfg: dict, tricks: list[str], on: dict | None = None) -> dict[str, 
     out["full"] = variant(set(tricks))
     if len(tricks) > 1:
         out.update({f"full - {t}": variant(set(tricks) - {t}) for t in tricks})
+    return out
+
+
+def without_layers(specs: list[dict], classes: set[str]) -> list[dict]:
+    """``specs`` without its (top-level) layers of ``classes``; the layer right before a removed
+    batch norm gets its bias back (its ``bias = false`` dropped) when the list had turned it off."""
+    out: list[dict] = []
+    for spec in specs:
+        if spec["type"] not in classes:
+            out.append(spec)
+        elif spec["type"] in BATCHNORMS and out and out[-1].get("bias") is False:
+            out[-1] = {k: v for k, v in out[-1].items() if k != "bias"}
     return out
 
 
