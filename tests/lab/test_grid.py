@@ -1,4 +1,4 @@
-import math
+import json
 
 import numpy as np
 import pytest
@@ -28,25 +28,47 @@ def test_unknown_key_names_the_closest():
         grid.parse_grid("optimizer.lrr=0.1")
 
 
-def test_grid_expands_to_the_cartesian_product_in_key_order():
-    space = grid.make_space(["optimizer.lr=0.1,0.01,0.001", "model.dropout=0,0.5"])
-    points = space.points()
-    assert len(points) == 6
-    assert points[0] == {"optimizer.lr": 0.1, "model.dropout": 0}
-    assert points[1] == {"optimizer.lr": 0.1, "model.dropout": 0.5}
-    assert {(p["optimizer.lr"], p["model.dropout"]) for p in points} == {
-        (a, b) for a in (0.1, 0.01, 0.001) for b in (0, 0.5)}
+def draw(space, n, sampler="random", seed=0):
+    """n points of ``space`` as a sweep asks them: the sampler made again for each slot."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    points = []
+    for slot in range(n):
+        study.sampler = grid.make_sampler(sampler, space, seed, slot)
+        trial = study.ask(space.distributions())
+        points.append(space.decode(trial.params))
+        study.tell(trial, 0.0)
+    return points
+
+
+def test_the_grid_sampler_tries_every_combination_once():
+    space = grid.make_space(["optimizer.lr=0.1,0.01,0.001", "model.hidden=[8],[16, 16]"])
+    assert space.size() == 6
+    assert space.choices() == {"optimizer.lr": [0.1, 0.01, 0.001], "model.hidden": ["[8]", "[16, 16]"]}
+    points = draw(space, 6, "grid")
+    assert sorted(json.dumps(p, sort_keys=True) for p in points) == sorted(
+        json.dumps({"optimizer.lr": a, "model.hidden": b}, sort_keys=True)
+        for a in (0.1, 0.01, 0.001) for b in ([8], [16, 16]))
+    assert draw(space, 6, "grid") == points  # the same seed, the same order
+    assert list(points[0]) == ["optimizer.lr", "model.hidden"]  # in the order the keys were given
 
 
 def test_empty_space_is_the_base_configuration():
-    assert grid.make_space().points() == [{}]
+    space = grid.make_space()
+    assert space.size() == 1 and space.distributions() == {} and draw(space, 1, "grid") == [{}]
+
+
+def test_a_repeated_grid_value_is_refused():
+    with pytest.raises(config_.ConfigError, match=r"^--grid optimizer.lr repeats a value: 0.1,0.1$"):
+        grid.make_space(["optimizer.lr=0.1,0.1"])
 
 
 def test_random_draws_grid_values_and_ranges():
     space = grid.make_space(["optimizer.name=sgd,adam"], ["optimizer.lr=1e-4:1e-1:log", "model.dropout=0:0.5",
-                                                         "train.batch_size=16:256"], random=200, sample_seed=3)
-    points = space.points()
-    assert len(points) == 200
+                                                         "train.batch_size=16:256"])
+    points = draw(space, 200, seed=3)
     assert {p["optimizer.name"] for p in points} == {"sgd", "adam"}
     lrs = np.array([p["optimizer.lr"] for p in points])
     assert lrs.min() >= 1e-4 and lrs.max() <= 1e-1
@@ -54,13 +76,22 @@ def test_random_draws_grid_values_and_ranges():
     assert 0.2 < np.mean(lrs < 1e-3) < 0.47
     assert all(0 <= p["model.dropout"] <= 0.5 for p in points)
     assert all(isinstance(p["train.batch_size"], int) and 16 <= p["train.batch_size"] <= 256 for p in points)
-    assert space.points() == points  # the same command draws the same points
-    assert grid.make_space([], ["optimizer.lr=1e-4:1e-1:log"], random=5, sample_seed=4).points() != points[:5]
+    assert draw(space, 200, seed=3) == points  # the same command draws the same points
+    assert draw(space, 5, seed=4) != points[:5]
+    assert draw(space, 200, seed=3)[7] == points[7]  # slot 7 draws what it draws, whatever came before
 
 
 def test_range_errors():
-    with pytest.raises(config_.ConfigError, match="needs --random"):
-        grid.make_space([], ["optimizer.lr=1e-4:1e-1"]).points()
+    from tricklab.lab.sweep import check_search
+
+    with pytest.raises(config_.ConfigError, match=r"^--range optimizer.lr needs a sampler that draws: --random N"):
+        check_search(grid.make_space([], ["optimizer.lr=1e-4:1e-1"]), "grid", None, "none")
+    with pytest.raises(config_.ConfigError, match=r"^--sampler random needs --trials N"):
+        check_search(grid.make_space([], ["optimizer.lr=1e-4:1e-1"]), "random", None, "none")
+    assert check_search(grid.make_space([], ["optimizer.lr=1e-4:1e-1"]), None, 7, "none") == ("tpe", 7)
+    assert check_search(grid.make_space(["optimizer.lr=0.1,0.2"]), None, None, "none") == ("grid", 2)
+    with pytest.raises(config_.ConfigError, match=r"^--trials 3: the grid has 2 combinations$"):
+        check_search(grid.make_space(["optimizer.lr=0.1,0.2"]), "grid", 3, "none")
     with pytest.raises(config_.ConfigError, match="only numeric"):
         grid.parse_range("optimizer.name=1:2")
     with pytest.raises(config_.ConfigError, match="low < high"):
@@ -68,12 +99,12 @@ def test_range_errors():
     with pytest.raises(config_.ConfigError, match="low > 0"):
         grid.parse_range("optimizer.lr=0:0.1:log")
     with pytest.raises(config_.ConfigError, match="both"):
-        grid.make_space(["optimizer.lr=0.1"], ["optimizer.lr=0.01:0.1"], random=2)
+        grid.make_space(["optimizer.lr=0.1"], ["optimizer.lr=0.01:0.1"])
 
 
 def test_trials_have_stable_distinct_ids_and_validated_configs():
     cfg = config_.resolve({"data": {"name": "mnist1d"}, "run": {"seed": 7}})
-    points = grid.make_space(["optimizer.lr=0.1,0.01"]).points()
+    points = [{"optimizer.lr": 0.1}, {"optimizer.lr": 0.01}]
     a = make_trials(cfg, points, [7, 8])
     b = make_trials(cfg, points, [7, 8])
     assert [t.id for t in a] == [t.id for t in b]
@@ -86,13 +117,14 @@ def test_trials_have_stable_distinct_ids_and_validated_configs():
         make_trials(cfg, [{"optimizer.lr": 0.1}, {"optimizer.lr": 0.1}], [0])
 
 
-def test_log_range_sample_is_within_bounds():
-    r = grid.Range("optimizer.lr", 1e-5, 1.0, log=True)
-    rng = np.random.default_rng(0)
-    vals = [r.sample(rng) for _ in range(1000)]
-    assert min(vals) >= 1e-5 and max(vals) <= 1.0
-    assert abs(np.median(np.log10(vals)) - (-2.5)) < 0.3
-    assert math.isclose(float(np.mean(np.log10(vals))), -2.5, abs_tol=0.2)
+def test_ranges_become_optuna_distributions():
+    import optuna
+
+    assert grid.parse_range("optimizer.lr=1e-5:1:log").distribution() == \
+        optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    assert grid.parse_range("train.batch_size=15.5:64").distribution() == optuna.distributions.IntDistribution(16, 64)
+    with pytest.raises(config_.ConfigError, match=r"^--range train.batch_size: no integer between 16.2 and 16.7$"):
+        grid.parse_range("train.batch_size=16.2:16.7").distribution()
 
 
 def test_the_seed_is_refused_as_a_search_key_in_favour_of_seeds():
@@ -100,15 +132,14 @@ def test_the_seed_is_refused_as_a_search_key_in_favour_of_seeds():
     with pytest.raises(config_.ConfigError, match=r"--grid run\.seed.*use --seeds K"):
         grid.make_space(["run.seed=1,2,3,4"])
     with pytest.raises(config_.ConfigError, match=r"--range run\.seed.*use --seeds K"):
-        grid.make_space([], ["run.seed=0:10"], random=3)
+        grid.make_space([], ["run.seed=0:10"])
 
 
 def test_a_layer_argument_is_a_search_key(layers_config):
     assert grid.parse_grid("model.layers.3.p=0.2,0.5") == ("model.layers.3.p", [0.2, 0.5])
     cfg = config_.load(layers_config)
-    space = grid.bind(grid.make_space(["model.layers.3.p=0.2,0.5"], ["model.layers.0.out_features=8:512"], random=6),
-                      cfg)
-    points = space.points()
+    space = grid.bind(grid.make_space(["model.layers.3.p=0.2,0.5"], ["model.layers.0.out_features=8:512"]), cfg)
+    points = draw(space, 6)
     # out_features is an int in Linear's signature, so the range draws integers
     assert all(isinstance(p["model.layers.0.out_features"], int) and 8 <= p["model.layers.0.out_features"] <= 512
                for p in points)
@@ -122,7 +153,8 @@ def test_a_layer_argument_is_a_search_key(layers_config):
 
 def test_a_layer_argument_of_a_shorthand_model_searches_its_expansion():
     cfg = config_.resolve({"data": {"name": "mnist1d"}, "model": {"hidden": [32], "dropout": 0.3}})
-    (trial,) = make_trials(cfg, grid.bind(grid.make_space(["model.layers.2.p=0.1"]), cfg).points(), [0])
+    grid.bind(grid.make_space(["model.layers.2.p=0.1"]), cfg)
+    (trial,) = make_trials(cfg, [{"model.layers.2.p": 0.1}], [0])
     assert trial.config["model"]["layers"] == [{"type": "Linear", "out_features": 32}, {"type": "ReLU"},
                                                {"type": "Dropout", "p": 0.1}, {"type": "Linear"}]
     assert not config_.uses_shorthand(trial.config)
@@ -139,9 +171,9 @@ def test_a_layer_or_argument_that_is_not_there_is_a_one_line_error(layers_config
         grid.bind(grid.make_space(["model.layers.3.pp=0.2"]), cfg)
     with pytest.raises(config_.ConfigError, match=r"^--range model\.layers\.2\.p: model\.layers\.2 is ReLU, which has "
                                                   r"no argument 'p' \(it takes no arguments\)$"):
-        grid.bind(grid.make_space([], ["model.layers.2.p=0:0.5"], random=2), cfg)
+        grid.bind(grid.make_space([], ["model.layers.2.p=0:0.5"], ), cfg)
     with pytest.raises(config_.ConfigError, match=r"^--range model\.layers\.0\.bias: only numeric arguments"):
-        grid.bind(grid.make_space([], ["model.layers.0.bias=0:1"], random=2), cfg)
+        grid.bind(grid.make_space([], ["model.layers.0.bias=0:1"], ), cfg)
     with pytest.raises(config_.ConfigError, match=r"^search key 'model\.layers\.x\.p' must be "
                                                   r"model\.layers\.N\.argument"):
         grid.make_space(["model.layers.x.p=0.2"])

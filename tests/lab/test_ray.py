@@ -5,7 +5,6 @@ import json
 import pytest
 
 from tricklab.cli import main
-from tricklab.lab.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -17,17 +16,23 @@ def test_ray_backend_runs_a_tiny_grid_into_the_same_store(tiny_config, tmp_path)
             "--backend", "ray", "--workers", "2", "--out", str(out)]
     assert main(argv) == 0
     assert not ray.is_initialized()  # the local Ray it started is shut down again
-    with Store(out / "sweep.db") as store:
-        rows = store.rows()
-        assert store.meta()["kind"] == "sweep"
-    assert len(rows) == 2 and all(r["status"] == "done" and len(r["history"]) == 2 for r in rows)
+    import optuna
+
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+    assert study.user_attrs["kind"] == "sweep"
+    trials = study.trials
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(len(t.user_attrs["runs"][0]["history"]) == 2 for t in trials)
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # reported from the Ray workers
+    assert len({t.user_attrs["runs"][0]["metrics"]["pid"] for t in trials}) == 2  # two Ray workers
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 0 and 0 <= summary["best"]["test_accuracy"] <= 1
     assert (out / "report.html").exists()
     # started again, the same command finds both trials done and starts no Ray at all
     assert main(argv) == 0
-    with Store(out / "sweep.db") as store:
-        assert [r["attempts"] for r in store.rows()] == [1, 1]
+    again = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'sweep.db'}").trials
+    assert [(t.number, t.state.name, t.datetime_complete) for t in again] == \
+        [(t.number, t.state.name, t.datetime_complete) for t in trials]
 
 
 def test_an_unreachable_cluster_is_a_clear_error_within_the_connect_timeout(tiny_config, tmp_path, capsys):

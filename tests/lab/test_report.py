@@ -33,11 +33,12 @@ def test_sweep_report_has_table_curves_heatmap_and_parallel_coordinates(tmp_path
               test_fn="tests.lab.test_sweep:planted_test", log=lambda m: None)
     page = write_report(out).read_text()
     _self_contained(page)
-    assert _embedded(page, out) == ["curves.png", "heatmap.png", "parallel.png"]
+    assert _embedded(page, out) == ["curves.png", "heatmap.png", "parallel.png", "trials.png"]
     rows = re.findall(r'<tr[^>]*><td class="num">(\d+)</td><td class="num">([^<]+)</td>', page)
     assert [lr for _, lr in rows] == ["0.01", "0.01", "0.1", "0.1", "0.001", "0.001"]  # by validation score
     assert '<tr class="best"><td class="num">1</td>' in page
     assert "Chosen on validation accuracy alone" in page
+    assert page.count("<td>complete</td>") == 6 and "optuna-dashboard sqlite:///" in page
 
 
 def test_sweep_report_with_random_ranges_and_one_key(tmp_path):
@@ -46,7 +47,7 @@ def test_sweep_report_with_random_ranges_and_one_key(tmp_path):
     run_sweep(cfg, grid.make_space(["optimizer.lr=0.001,0.01,0.1"]), out=out, workers=1,
               trial_fn="tests.lab.test_sweep:planted_trial", test_fn="tests.lab.test_sweep:planted_test",
               log=lambda m: None)
-    assert _embedded(write_report(out).read_text(), out) == ["curves.png", "key.png"]
+    assert _embedded(write_report(out).read_text(), out) == ["curves.png", "key.png", "trials.png"]
 
 
 def test_run_report(tiny_config, tmp_path):
@@ -155,7 +156,7 @@ def test_a_regression_sweep_report_is_ranked_by_rmse(tmp_path):
     _regression_sweep(out)
     page = write_report(out).read_text()
     _self_contained(page)
-    assert _embedded(page, out) == ["curves.png", "key.png"]
+    assert _embedded(page, out) == ["curves.png", "key.png", "trials.png"]
     cell = r'<td class="num">([^<]+)</td>'
     rows = re.findall(r'<tr[^>]*><td class="num">(\d+)</td>' + cell + cell, page)
     assert [(lr, rmse) for _, lr, rmse in rows] == [("0.01", "0.2005 ± 0.0007"), ("0.1", "0.3005 ± 0.0007"),

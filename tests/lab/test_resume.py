@@ -2,7 +2,6 @@
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,15 +19,19 @@ def _sweep(cfg, out, env, **kw):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
-def _rows(db):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+def _trials(db):
+    """The study's trials by state, read as any Optuna user would ({} before the study exists)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        con.row_factory = sqlite3.Row
-        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM trials")}
-    except sqlite3.OperationalError:  # not created yet
-        return {}
-    finally:
-        con.close()
+        return optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}").trials
+    except Exception:  # not created yet, or being created
+        return []
+
+
+def _histories(trial):
+    return [[row["epoch"] for row in r["history"]] for r in trial.user_attrs["runs"]]
 
 
 def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env):
@@ -39,43 +42,52 @@ def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env)
     proc = _sweep(cfg, out, subprocess_env)
     deadline = time.time() + 240
     while time.time() < deadline:
-        rows = _rows(db) if db.exists() else {}
-        done = [r for r in rows.values() if r["status"] == "done"]
-        if len(done) >= 2 and any(r["status"] == "running" for r in rows.values()):
+        trials = _trials(db) if db.exists() else []
+        states = [t.state.name for t in trials]
+        # one trial (both seeds) complete, and the other one's first seed on its way
+        if "COMPLETE" in states and any(t.state.name == "RUNNING" and t.intermediate_values for t in trials):
             break
         assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.05)
+        time.sleep(0.2)
     else:
-        pytest.fail("the sweep did not get two trials done in time")
+        pytest.fail("the sweep did not get a trial done in time")
     proc.send_signal(signal.SIGKILL)  # kill -9 the coordinator only; its workers must notice
     proc.wait()
-    before = _rows(db)
-    finished = {i: r for i, r in before.items() if r["status"] == "done"}
-    unfinished = [i for i, r in before.items() if r["status"] != "done"]
-    assert len(before) == 6 and finished and unfinished
+    before = _trials(db)
+    finished = {t.params["optimizer.lr"]: t for t in before if t.state.name == "COMPLETE"}
+    unfinished = [t for t in before if t.state.name != "COMPLETE"]
+    assert finished and unfinished and all(t.state.name == "RUNNING" for t in unfinished)
 
     again = _sweep(cfg, out, subprocess_env)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err.decode()
-    assert f"{len(finished)} of 6 trials already done" in err.decode()
-    after = _rows(db)
-    assert len(after) == 6 and all(r["status"] == "done" for r in after.values())
-    for i, r in finished.items():  # finished trials were not run again
-        assert (after[i]["finished"], after[i]["attempts"], after[i]["history"]) == \
-               (r["finished"], r["attempts"], r["history"])
-    for r in after.values():
-        epochs = [row["epoch"] for row in json.loads(r["history"])]
-        assert epochs == [1, 2, 3, 4, 5, 6]  # a resumed trial has each epoch exactly once
+    assert f"{len(finished)} of 3 trials already done ({len(unfinished)} to retry)" in err.decode()
+    after = _trials(db)
+    complete = {t.params["optimizer.lr"]: t for t in after if t.state.name == "COMPLETE"}
+    assert sorted(complete) == [0.003, 0.01, 0.03]  # every configuration complete, each once
+    assert sum(t.state.name == "COMPLETE" for t in after) == 3
+    for lr, t in finished.items():  # finished trials were not run again
+        assert (complete[lr].number, complete[lr].datetime_complete, complete[lr].value) == \
+               (t.number, t.datetime_complete, t.value)
+    for t in unfinished:  # the killed trial failed, and its retry ran in the same run folders
+        assert [u.state.name for u in after if u.number == t.number] == ["FAIL"]
+        retry = complete[t.params["optimizer.lr"]]
+        assert retry.system_attrs["failed_trial"] == t.number
+        assert retry.user_attrs["run_dirs"] == t.user_attrs["run_dirs"] and retry.user_attrs["run_dirs"][0][:9] == \
+            f"runs/{t.number:04d}"
+    for t in complete.values():
+        assert _histories(t) == [[1, 2, 3, 4, 5, 6]] * 2  # a resumed run has each epoch exactly once
+        assert sorted(t.intermediate_values) == list(range(1, 13))  # seed k, epoch e: step 6 k + e
 
     # the interrupted sweep ends with the results of one never interrupted (up to the last bits
     # of BLAS rounding: at most one validation example of the 400 may flip)
     clean = _sweep(cfg, tmp_path / "clean", subprocess_env)
     _, err = clean.communicate(timeout=300)
     assert clean.returncode == 0, err.decode()
-    reference = _rows(tmp_path / "clean" / "sweep.db")
-    for i, r in after.items():
-        a, b = json.loads(r["metrics"]), json.loads(reference[i]["metrics"])
-        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=0.0026)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+    reference = {t.params["optimizer.lr"]: t for t in _trials(tmp_path / "clean" / "sweep.db")}
+    for lr, t in complete.items():
+        for a, b in zip(t.user_attrs["runs"], reference[lr].user_attrs["runs"]):
+            assert a["metrics"]["val_accuracy"] == pytest.approx(b["metrics"]["val_accuracy"], abs=0.0026)
+            assert a["metrics"]["val_loss"] == pytest.approx(b["metrics"]["val_loss"], rel=1e-3)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["trials"] == 6 and summary["failed"] == 0
+    assert summary["trials"] == 3 and summary["failed"] == 0 and summary["complete"] == 3

@@ -1,8 +1,10 @@
 """Where trials run: a local process pool, or Ray tasks on a cluster.
 
-A backend takes tasks (a trial function named "module:function" and its keyword arguments) and
-calls ``on_start``, ``on_done`` or ``on_fail`` in the coordinating process as each one starts,
-finishes or fails; only the coordinator writes to the results store.
+A backend pulls tasks (a trial function named "module:function" and its keyword arguments) from
+``next_task()`` whenever a worker is free, so a sampler can choose each trial from the results
+of those before it; ``next_task`` answers a Task, ``WAIT`` (nothing to start now: ask again in a
+moment) or None (nothing more). The backend calls ``on_start``, ``on_done`` or ``on_fail`` in the
+coordinating process as each task starts, finishes or fails.
 
 Local: ``workers`` processes (spawned, not forked); when several trials share the machine each
 gets one BLAS thread, since N trials with N threads each would fight over the cores. A worker
@@ -33,6 +35,10 @@ from pathlib import Path
 from typing import Callable
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+WAIT = "wait"  # next_task(): nothing to start now, ask again
+POLL = 1.0     # seconds between two questions to next_task while it answers WAIT
 
 
 @dataclass
@@ -99,16 +105,9 @@ class LocalBackend:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or cpu_count())
 
-    def run(self, tasks: list[Task], on_start, on_done, on_fail) -> None:
-        if self.workers == 1 or len(tasks) <= 1:
-            for task in tasks:
-                on_start(task, f"{socket.gethostname()}:{os.getpid()}")
-                try:
-                    out = execute(task.fn, task.kwargs)
-                except Exception:
-                    on_fail(task, traceback.format_exc())
-                else:
-                    on_done(task, out)
+    def run(self, next_task, on_start, on_done, on_fail) -> None:
+        if self.workers == 1:
+            self._run_here(next_task, on_start, on_done, on_fail)
             return
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -120,16 +119,27 @@ class LocalBackend:
             return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_init_worker, initargs=(os.getpid(), threads))
 
-        pool = new_pool()
+        pool = None
         try:
-            queue = list(tasks)
             running: dict = {}
-            while queue or running:
-                while queue and len(running) < self.workers:  # submit only what can start now
-                    task = queue.pop(0)
-                    on_start(task, "local pool")
-                    running[pool.submit(execute, task.fn, task.kwargs, threads)] = task
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished = False
+            while True:
+                while not finished and len(running) < self.workers:  # start only what can start now
+                    task = next_task()
+                    if task is None:
+                        finished = True
+                    elif task == WAIT:
+                        break
+                    else:
+                        pool = pool or new_pool()  # nothing to run: no worker started at all
+                        on_start(task, "local pool")
+                        running[pool.submit(execute, task.fn, task.kwargs, threads)] = task
+                if not running:
+                    if finished:
+                        return
+                    time.sleep(POLL)
+                    continue
+                done, _ = wait(running, timeout=POLL, return_when=FIRST_COMPLETED)
                 suspects = []
                 for fut in done:
                     task = running.pop(fut)
@@ -151,7 +161,23 @@ class LocalBackend:
                         self._run_alone(task, new_pool, on_start, on_done, on_fail)
                     pool = new_pool()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _run_here(next_task, on_start, on_done, on_fail) -> None:
+        """One worker: every task in this process, one after the other."""
+        while (task := next_task()) is not None:
+            if task == WAIT:
+                time.sleep(POLL)
+                continue
+            on_start(task, f"{socket.gethostname()}:{os.getpid()}")
+            try:
+                out = execute(task.fn, task.kwargs)
+            except Exception:
+                on_fail(task, traceback.format_exc())
+            else:
+                on_done(task, out)
 
     @staticmethod
     def _run_alone(task: Task, new_pool, on_start, on_done, on_fail) -> None:
@@ -243,31 +269,58 @@ class RayBackend:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False, **env)
         return True
 
-    def run(self, tasks: list[Task], on_start, on_done, on_fail) -> None:
+    def run(self, next_task, on_start, on_done, on_fail) -> None:
         try:
             import ray
         except ImportError:
             raise RuntimeError("--backend ray needs Ray: pip install 'ray>=2.9' (or tricklab[ray])") from None
+        task = next_task()
+        while task == WAIT:
+            time.sleep(POLL)
+            task = next_task()
+        if task is None:  # nothing to run: no cluster joined, no local Ray started
+            return
         started = self._init(ray)
         try:
             remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-            refs = {}
-            for task in tasks:
-                on_start(task, "ray")
-                refs[remote.remote(task.fn, task.kwargs, 1)] = task
-            while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
+            slots = self.num_cpus or int(ray.cluster_resources().get("CPU", 1))
+            refs, finished = {}, False
+            while True:
+                while not finished and len(refs) < slots:
+                    if task is None:
+                        task = next_task()
+                    if task is None:
+                        finished = True
+                    elif task == WAIT:
+                        task = None
+                        break
+                    else:
+                        on_start(task, "ray")
+                        refs[remote.remote(task.fn, task.kwargs, 1)] = task
+                        task = None
+                if not refs:
+                    if finished:
+                        return
+                    time.sleep(POLL)
+                    continue
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL)
                 for ref in ready:
-                    task = refs.pop(ref)
+                    done = refs.pop(ref)
                     try:
                         out = ray.get(ref)
                     except Exception as exc:  # RayTaskError wraps the trial's own exception
-                        on_fail(task, str(exc))
+                        on_fail(done, str(exc))
                     else:
-                        on_done(task, out)
+                        on_done(done, out)
         finally:
             if started:
                 ray.shutdown()
+
+
+def from_list(tasks: list[Task]):
+    """``next_task`` for a fixed list of tasks: each in turn, then None."""
+    queue = list(tasks)
+    return lambda: queue.pop(0) if queue else None
 
 
 def make_backend(name: str, workers: int | None = None, address: str | None = None, connect_timeout: float = 30.0):

@@ -1,6 +1,8 @@
 """The lab's commands, registered into ``tricklab`` (see tricklab/cli.py):
 
-    tricklab sweep CONFIG --grid KEY=V1,V2 [--grid ...] [--random N --range KEY=LO:HI[:log]]
+    tricklab sweep CONFIG --grid KEY=V1,V2 [--grid ...] [--range KEY=LO:HI[:log] ...]
+                   [--sampler grid|random|tpe|cmaes] [--trials N] [--random N] [--sample-seed S]
+                   [--pruner none|median|hyperband] [--storage URL]
                    [--seeds K] [--workers N] [--backend local|ray] [--address ADDR]
                    [--connect-timeout SECONDS] [--metric NAME] [--out DIR]
     tricklab ablate CONFIG --tricks batchnorm,dropout,...|Dropout,... [--seeds K] [--metric NAME]
@@ -36,11 +38,20 @@ def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     cfg = _load(args)
-    space = make_space(args.grid, args.range, args.random, args.sample_seed)
+    space = make_space(args.grid, args.range)
+    sampler, trials = args.sampler, args.trials
+    if args.random:  # --random N: --sampler random --trials N
+        if sampler not in (None, "random") or trials not in (None, args.random):
+            raise config_.ConfigError(f"--random {args.random} is --sampler random --trials {args.random}; give "
+                                      "either --random or --sampler and --trials")
+        sampler, trials = "random", args.random
+    elif args.random is not None and args.random < 1:
+        raise config_.ConfigError(f"--random must be >= 1, got {args.random}")
     try:
         summary = run_sweep(cfg, space, out=args.out, seeds=args.seeds, workers=args.workers, backend=args.backend,
                             address=args.address, connect_timeout=args.connect_timeout, metric=args.metric,
-                            command=_command())
+                            sampler=sampler, trials=trials, pruner=args.pruner, sample_seed=args.sample_seed,
+                            storage=args.storage, command=_command())
     except RuntimeError as exc:  # no Ray cluster at --address, nothing finished to select from
         return _fail(exc)
     if not args.no_report:
@@ -126,10 +137,22 @@ def register(sub) -> None:
     _common(sw)
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                     help="values to try for a key (TOML literals; commas inside [...] do not split)")
-    sw.add_argument("--random", type=int, default=0, metavar="N", help="draw N random points instead of the full grid")
     sw.add_argument("--range", action="append", default=[], metavar="KEY=LO:HI[:log]",
-                    help="interval to draw a numeric key from (with --random)")
-    sw.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws of --random")
+                    help="interval to draw a numeric key from (with a sampler that draws: random, tpe, cmaes)")
+    sw.add_argument("--sampler", choices=("grid", "random", "tpe", "cmaes"), default=None,
+                    help="how the space is searched (Optuna's samplers): grid (every combination once; the default "
+                         "without --range), random, tpe (the default with --trials or --range), cmaes")
+    sw.add_argument("--trials", type=int, default=None, metavar="N",
+                    help="configurations to try (default for grid: every combination); run again with a larger N "
+                         "to extend the study")
+    sw.add_argument("--random", type=int, default=None, metavar="N", help="N random points: --sampler random --trials N")
+    sw.add_argument("--sample-seed", type=int, default=0, help="seed of the sampler's draws (default: 0)")
+    sw.add_argument("--pruner", choices=("none", "median", "hyperband"), default="none",
+                    help="stop hopeless trials from their per-epoch validation score: median rule, or Hyperband "
+                         "(successive halving); pruned trials are recorded as pruned (default: none)")
+    sw.add_argument("--storage", default=None, metavar="URL",
+                    help="the Optuna study's database (default: sqlite:///OUT/sweep.db); e.g. "
+                         "postgresql://user:password@host/db for workers on many machines")
     sw.set_defaults(func=cmd_sweep)
 
     ab = sub.add_parser("ablate", help="baseline, each trick alone, each trick removed; over seeds")

@@ -13,11 +13,17 @@ the layer exists and its class takes the argument is checked against the base co
 before any trial runs (``bind``), so such keys cannot be searched together with the shorthand's
 keys, which change the list.
 
-Without ``--random`` the grid is expanded in full (the Cartesian product, in the order the keys
-were given). With ``--random N`` N points are drawn, each grid key uniformly from its values and
-each range key from its range, from a generator seeded by ``sample_seed`` so that the same
-command draws the same points. Every point runs once per seed (``--seeds K``), which is why
-``run.seed`` cannot be a search key.
+The space becomes Optuna distributions (``Space.distributions``): a grid key is categorical, a
+range a float (or int) distribution. How it is searched is the sampler's (``make_sampler``):
+
+    grid     Optuna's GridSampler: every combination of the grid values once (trials: their count)
+    random   RandomSampler: grid keys uniformly from their values, ranges from their interval
+    tpe      TPESampler: the tree-structured Parzen estimator, random for its first 10 trials
+    cmaes    CmaEsSampler: CMA-ES over the ranges (grid keys are drawn at random beside it)
+
+A sampler is made again before each new trial, seeded by ``sample_seed`` and the trial's place
+in the search (``slot``), so a sweep started again after a kill draws what it would have drawn.
+Every point runs once per seed (``--seeds K``), which is why ``run.seed`` cannot be a search key.
 """
 
 from __future__ import annotations
@@ -30,16 +36,18 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
+import optuna
 
 from .. import config as config_
 
 
 @dataclass(frozen=True)
 class Range:
-    """A continuous (or integer) interval to sample a key from; ``log`` samples log-uniformly."""
+    """A continuous (or integer) interval to draw a key from; ``log``: log-uniformly (Optuna's
+    ``FloatDistribution``/``IntDistribution`` with ``log=True``)."""
 
     key: str
     low: float
@@ -47,47 +55,67 @@ class Range:
     log: bool = False
     integer: bool = False
 
-    def sample(self, rng: np.random.Generator):
-        if self.log:
-            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        else:
-            value = rng.uniform(self.low, self.high)
-        return int(round(value)) if self.integer else float(value)
+    def distribution(self):
+        """The Optuna distribution of this range; an integer range keeps the integers inside it."""
+        if not self.integer:
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
+        low, high = math.ceil(self.low), math.floor(self.high)
+        if low > high:
+            raise config_.ConfigError(f"--range {self.key}: no integer between {self.low:g} and {self.high:g}")
+        return optuna.distributions.IntDistribution(low, high, log=self.log)
 
 
 @dataclass
 class Space:
-    """What a sweep searches: grid keys with their values, range keys, and how many random points."""
+    """What a sweep searches: grid keys with their values, and range keys."""
 
     grid: dict[str, list] = field(default_factory=dict)
     ranges: list[Range] = field(default_factory=list)
-    random: int = 0
-    sample_seed: int = 0
 
     @property
     def keys(self) -> list[str]:
         return list(self.grid) + [r.key for r in self.ranges]
 
-    def points(self) -> list[dict]:
-        """The configurations to try, each a dict ``{section.key: value}``."""
-        if self.ranges and not self.random:
-            raise config_.ConfigError("--range needs --random N (how many points to draw)")
-        if not self.random:
-            if not self.grid:
-                return [{}]
-            keys = list(self.grid)
-            return [dict(zip(keys, combo)) for combo in itertools.product(*self.grid.values())]
-        rng = np.random.default_rng(self.sample_seed)
-        out = []
-        for _ in range(self.random):
-            point = {k: values[int(rng.integers(len(values)))] for k, values in self.grid.items()}
-            point.update({r.key: r.sample(rng) for r in self.ranges})
-            out.append(point)
+    def size(self) -> int:
+        """How many points the grid has (the product of its value counts; 1 for no key)."""
+        return math.prod(len(v) for v in self.grid.values())
+
+    def choices(self) -> dict[str, list]:
+        """Each grid key's values as Optuna stores them: numbers, booleans and strings as they are,
+        a list (``[64, 64]``) as its TOML literal, since a categorical choice must be a scalar."""
+        return {k: [encode(v) for v in values] for k, values in self.grid.items()}
+
+    def distributions(self) -> dict:
+        """``{key: optuna distribution}``: a categorical one per grid key, a float or int one per range."""
+        out = {k: optuna.distributions.CategoricalDistribution(c) for k, c in self.choices().items()}
+        out.update({r.key: r.distribution() for r in self.ranges})
         return out
 
+    def decode(self, params: dict) -> dict:
+        """A point ``{key: value}`` in the order of ``keys`` from an Optuna trial's parameters."""
+        choices = self.choices()
+        return {k: self.grid[k][choices[k].index(params[k])] if k in self.grid else params[k] for k in self.keys}
+
+    def corners(self) -> list[dict]:
+        """The points checked before anything runs: every combination of the grid values (capped at
+        10,000), and each range at both of its bounds with the grid's first values."""
+        combos = itertools.islice(itertools.product(*self.grid.values()), 10_000)
+        points = [dict(zip(self.grid, c)) for c in combos]
+        first = dict(points[0]) if points else {}
+        for r in self.ranges:
+            dist = r.distribution()
+            points += [{**first, r.key: dist.low}, {**first, r.key: dist.high}]
+        return points
+
     def to_json(self) -> dict:
-        return {"grid": self.grid, "ranges": [r.__dict__ for r in self.ranges], "random": self.random,
-                "sample_seed": self.sample_seed}
+        return {"grid": self.grid, "ranges": [r.__dict__ for r in self.ranges]}
+
+
+def encode(value):
+    """A grid value as an Optuna categorical choice: scalars as they are, anything else as TOML."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return config_.toml_literal(value)
 
 
 def split_values(text: str) -> list[str]:
@@ -183,21 +211,25 @@ def parse_range(spec: str) -> Range:
     return Range(key, low, high, log, integer=entry.type is int)
 
 
-def make_space(grid: list[str] = (), ranges: list[str] = (), random: int = 0, sample_seed: int = 0) -> Space:
+def make_space(grid: list[str] = (), ranges: list[str] = ()) -> Space:
+    """The space of ``--grid`` and ``--range`` specifications; a key given twice, or a value
+    repeated in a grid (which would run one configuration twice), is refused."""
     g: dict[str, list] = {}
     for spec in grid:
         key, values = parse_grid(spec)
         if key in g:
             raise config_.ConfigError(f"--grid {key} given twice")
+        if len({config_.toml_literal(v) for v in values}) < len(values):
+            raise config_.ConfigError(f"--grid {key} repeats a value: {spec.split('=', 1)[1]}")
         g[key] = values
     rs = [parse_range(spec) for spec in ranges]
     dup = set(g) & {r.key for r in rs}
     if dup:
         raise config_.ConfigError(f"{sorted(dup)} given both as --grid and --range")
-    if random < 0:
-        raise config_.ConfigError(f"--random must be >= 0, got {random}")
+    if len({r.key for r in rs}) < len(rs):
+        raise config_.ConfigError("a --range key is given twice")
     _refuse_layers_with_shorthand(list(g) + [r.key for r in rs])
-    return Space(g, rs, random, sample_seed)
+    return Space(g, rs)
 
 
 def _refuse_layers_with_shorthand(keys: list[str]) -> None:
@@ -302,3 +334,30 @@ def digest(obj) -> str:
     """A stable short hash of JSON-able data (a trial's identity, a sweep's default folder)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+SAMPLERS = ("grid", "random", "tpe", "cmaes")
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler without its ``study.stop()`` once the grid is exhausted (which works only
+    inside ``study.optimize``): the sweep counts its trials itself."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_sampler(name: str, space: Space, sample_seed: int, slot: int):
+    """The Optuna sampler ``name`` for the trial in place ``slot`` of the search (0, 1, ...)."""
+    seed = (sample_seed * 1_000_003 + slot) % 2**32
+    if name == "grid":
+        return GridSampler(space.choices(), seed=sample_seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "cmaes":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # categorical keys: "falls back to the independent sampler"
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise config_.ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")

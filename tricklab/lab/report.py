@@ -1,7 +1,7 @@
 """``tricklab report DIR``: one self-contained HTML page (figures embedded) and PNG figures.
 
-DIR may be a run folder (``tricklab train``), a sweep or an ablation folder (``sweep.db``), or a
-reproduction folder (``reproduction.json``). The page has no external references, so it opens
+DIR may be a run folder (``tricklab train``), a sweep folder (``study.json``: its Optuna study),
+an ablation folder (``sweep.db``), or a reproduction folder (``reproduction.json``). The page has no external references, so it opens
 offline; its figures are also written as PNG files next to it in ``DIR/report/``.
 """
 
@@ -142,6 +142,36 @@ def sweep_figures(out: Path, summary: dict, rows: list[dict]) -> list[Path]:
     return paths
 
 
+def trial_curves(study, metric: Metric):
+    """The validation metric each trial reported after every epoch (its intermediate values, step
+    ``seed * epochs + epoch``): complete trials in colour, pruned ones grey and dashed, ending in x."""
+    from optuna.trial import TrialState
+
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
+    complete = pruned = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        steps = sorted(t.intermediate_values)
+        if not steps:
+            continue
+        values = [t.intermediate_values[s] for s in steps]
+        if t.state == TrialState.PRUNED:
+            ax.plot(steps, values, color="grey", ls="--", lw=1, alpha=0.7,
+                    label="pruned" if not pruned else None)
+            ax.plot(steps[-1:], values[-1:], "x", color="grey")
+            pruned += 1
+        else:
+            ax.plot(steps, values, color=f"C{complete % 10}", lw=1.5, alpha=0.9,
+                    label="complete" if not complete else None)
+            complete += 1
+    ax.set(xlabel="step (seed x epochs + epoch)", ylabel=metric.title(),
+           title=f"{metric.title()} reported by each trial ({complete} complete, {pruned} pruned)")
+    integer_epochs(ax)
+    ax.grid(alpha=0.3)
+    if complete or pruned:
+        ax.legend(fontsize=8)
+    return fig
+
+
 # ---------------------------------------------------------------------------- HTML
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1.5em;color:#222;line-height:1.45}
@@ -177,7 +207,7 @@ def _page(title: str, body: list[str]) -> str:
             f"<style>{CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
+def _ablation_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
     from .store import Store
 
     with Store(d / "sweep.db") as store:
@@ -189,7 +219,7 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
             f"<code>{html.escape(meta.get('command') or '(Python API)')}</code></p>"]
     done = sum(r["status"] == "done" for r in rows)
     body.append(f"<p>{done} of {len(rows)} trials finished; seeds {meta.get('seeds')}.</p>")
-    if meta["kind"] == "ablation":
+    if meta.get("kind") == "ablation":
         names = list(meta["variants"])
         index = meta.get("variant_points")
         from .ablate import epochs_text, summarize
@@ -216,14 +246,40 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
                  _table(["variant", "keys set"], [[n, ", ".join(_setting(k, v) for k, v in ks.items())]
                                                   for n, ks in meta["variants"].items()])]
         return "Ablation: " + ", ".join(meta["tricks"]), body
-    from .sweep import mean_and_std, other_scores, point_table
+    raise FileNotFoundError(f"{d / 'sweep.db'} holds a sweep of the results store before Optuna; run its command "
+                            "again into another --out")
 
-    metric = Metric(meta.get("metric", "val_accuracy"))  # a folder from before --metric ranked by accuracy
+
+def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
+    """A sweep folder: its Optuna study's trials (complete, pruned, failed), the chosen one, figures."""
+    if not (d / "study.json").exists():
+        return _ablation_body(d, figs_dir)
+    from . import grid as grid_
+    from .sweep import load, mean_and_std, other_scores, seed_rows, trial_table
+
+    study = load(d)
+    meta = study.user_attrs
+    search = meta["search"]
+    space = grid_.Space(search["space"]["grid"], [grid_.Range(**r) for r in search["space"]["ranges"]])
+    metric = Metric(search["metric"])
     title = metric.title()
-    table = point_table(rows, metric)
-    summ = {"table": table, "keys": list(meta["space"]["grid"]) + [r["key"] for r in meta["space"]["ranges"]],
-            "space": meta["space"], "metric": metric.name}
-    paths = sweep_figures(figs_dir, summ, rows)
+    table = trial_table(study, space, metric, len(search["seeds"]))
+    counts = {s: sum(e["state"] == s for e in table) for s in ("complete", "pruned", "failed", "running", "waiting")}
+    where = json.loads((d / "study.json").read_text())
+    body = [f"<p class=\"note\">Folder <code>{html.escape(str(d))}</code>. Command: "
+            f"<code>{html.escape(meta.get('command') or '(Python API)')}</code><br>Optuna study "
+            f"<code>{html.escape(where['study'])}</code> in <code>{html.escape(where['storage'] or 'sweep.db')}</code> "
+            f"(<code>optuna-dashboard sqlite:///{html.escape(str((d / 'sweep.db').resolve()))}</code> shows it)</p>"
+            if not where["storage"] else
+            f"<p class=\"note\">Folder <code>{html.escape(str(d))}</code>. Command: "
+            f"<code>{html.escape(meta.get('command') or '(Python API)')}</code><br>Optuna study "
+            f"<code>{html.escape(where['study'])}</code> in <code>{html.escape(where['storage'])}</code></p>"]
+    body.append(f"<p>{search['sampler']} sampler, pruner {search['pruner']}: {len(table)} trials, "
+                + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; seeds {search['seeds']}.</p>")
+    complete = [e for e in table if e["state"] == "complete"]
+    summ = {"table": complete, "keys": space.keys, "space": search["space"], "metric": metric.name}
+    paths = sweep_figures(figs_dir, summ, seed_rows(study))
+    paths.append(save_figure(trial_curves(study, metric), figs_dir / "trials.png"))
     final = meta.get("final")
     if final:
         final = {**final, **mean_and_std(final["per_seed"], metric)}
@@ -234,22 +290,29 @@ def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
                  f"<p class=\"verdict\"><b>{html.escape(best['label'])}</b>: {title} "
                  f"{metric.format(final[val], final[val + '_std'], n, True)}, {metric.title('test')} "
                  f"{metric.format(final[test], final[test + '_std'], n, True)} "
-                 f"({n} seed(s)). Chosen on {title} alone; the test split was "
+                 f"({n} seed(s)). Chosen on {title} alone, among the complete trials; the test split was "
                  "scored once, for this configuration only.</p>"]
     others = other_scores(table, metric)
-    head = ["rank", *summ["keys"], metric.header(), *[Metric(k).header() for k in others], "epochs", "seeds", "seconds"]
-    trs = [[str(i + 1), *[json.dumps(e["params"].get(k)) for k in summ["keys"]],
-            metric.format(e.get(metric.name), e.get(f"{metric.name}_std", 0.0), e["done"]),
+    head = ["rank", *space.keys, metric.header(), *[Metric(k).header() for k in others], "epochs", "seeds",
+            "seconds", "trial", "state"]
+    trs = [[str(i + 1), *[json.dumps(e["params"].get(k)) for k in space.keys],
+            metric.format(e.get(metric.name), e.get(f"{metric.name}_std", 0.0), max(e["done"], 1)),
             *[_score(e.get(k), Metric(k)) for k in others], f"{e.get('epochs_run', 0):.1f}",
-            f"{e['done']}/{e['seeds']}", f"{e['seconds']:.1f}"] for i, e in enumerate(table)]
+            f"{e['done']}/{e['seeds']}", f"{e['seconds']:.1f}", f"#{e['point']}",
+            e["state"] + (f" at step {e['pruned_at']}" if e.get("pruned_at") is not None else "")]
+           for i, e in enumerate(table)]
     classes = ["best" if final and e["point"] == final["point"] else "" for e in table]
-    body += [f"<h2>Configurations, sorted by {title}</h2>", _table(head, trs, classes), "<h2>Figures</h2>"]
+    body += [f"<h2>Trials, sorted by {title} (complete first, then pruned)</h2>",
+             "<p>A pruned trial was stopped by the pruner from its per-epoch validation score; its scores are "
+             "those of the epoch it stopped at, and it is never chosen.</p>", _table(head, trs, classes),
+             "<h2>Figures</h2>"]
     captions = {"curves.png": f"{title} per epoch of the best configurations (band: min-max over seeds)",
                 "heatmap.png": f"{title} over the first two searched keys",
                 "key.png": f"{title} against the searched key",
-                "parallel.png": "parallel coordinates of the searched keys"}
+                "parallel.png": "parallel coordinates of the searched keys",
+                "trials.png": f"{title} reported after every epoch by each trial; pruned trials dashed"}
     body += [_img(p, captions.get(p.name, p.name)) for p in paths]
-    return f"Sweep: {', '.join(summ['keys']) or 'base configuration'}", body
+    return f"Sweep: {', '.join(space.keys) or 'base configuration'}", body
 
 
 def _score(value: float | None, metric: Metric) -> str:
@@ -311,12 +374,12 @@ def _run_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
 def kind_of(d: Path) -> str:
     if (d / "reproduction.json").exists():
         return "reproduction"
-    if (d / "sweep.db").exists():
+    if (d / "study.json").exists() or (d / "sweep.db").exists():
         return "sweep"
     if (d / "metrics.json").exists() and (d / "history.jsonl").exists():
         return "run"
     raise FileNotFoundError(f"{d} is not a run, sweep, ablation or reproduction folder "
-                            "(no metrics.json, sweep.db or reproduction.json)")
+                            "(no metrics.json, study.json, sweep.db or reproduction.json)")
 
 
 def write_report(d: str | Path) -> Path:

@@ -1,21 +1,33 @@
-"""Hyperparameter search on held-out data: the lecture's last step of setting up a problem.
+"""Hyperparameter search on held-out data, on an Optuna study: the lecture's last step of setting up a problem.
 
-Every trial trains on the training split and is scored on the validation split only. The
-configurations (points) are ranked by a validation metric averaged over seeds (``--metric``; by
-default val_accuracy for classification, val_rmse for regression: see metric.py); the best
-one, and only it, is then scored once on the test split, and reported beside its validation
-score. A sweep folder is ranked by one metric: choosing again by another would look at the test
-split of a second configuration. Results go into ``sweep.db`` in the sweep folder as each trial
-finishes, so a sweep killed at any moment and started again with the same command runs only what
-is unfinished.
+Every trial is one configuration (a point of the space, chosen by the sampler: see grid.py),
+trained once per seed on the training split and scored on the validation split only; its value
+in the study is the validation metric averaged over its seeds (``--metric``; by default
+val_accuracy for classification, val_rmse for regression: see metric.py). After every epoch a
+trial reports that metric to the study (step ``k * epochs + epoch`` for its seed number k), so a
+pruner (``--pruner median|hyperband``) can stop a hopeless trial early: it is recorded as PRUNED,
+shown in the report, and never chosen. The best complete trial, and only it, is then scored once
+on the test split, and reported beside its validation score. A sweep folder is ranked by one
+metric: choosing again by another would look at the test split of a second configuration.
+
+The study lives in ``--storage`` (default ``sqlite:///SWEEP/sweep.db``; any database URL Optuna
+takes, PostgreSQL included, so that sweeps on many machines share one study), under the name of
+the sweep folder. Results are written as each trial finishes, so a sweep killed at any moment
+(``kill -9`` included) and started again with the same command runs only what is unfinished:
+the coordinator records a heartbeat for each of its running trials and its owner (host:pid);
+a trial left RUNNING by a dead owner, or whose heartbeat is older than ``GRACE`` seconds, is
+failed and retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) with the same parameters, in the same
+run folders, which resume from their last checkpoint. Trials that failed are retried when the
+command is run again.
 
 A sweep folder holds::
 
-    sweep.db          the results store (see store.py)
-    runs/NNNN-sK-ID/  one run folder per trial (point NNNN, seed K, the trial's id)
-    summary.json      the table sorted by validation score, the best point, its test score
+    sweep.db          the Optuna study (unless --storage names another database)
+    study.json        where the study is: storage URL (null: sweep.db here) and study name
+    runs/NNNN-sK-ID/  one run folder per trial and seed (trial NNNN, seed K, the run's configuration)
+    summary.json      the table sorted by validation score, the best trial, its test score
     best.toml         the best configuration (seed of its first run)
-    results.csv       one row per point
+    results.csv       one row per trial
 """
 
 from __future__ import annotations
@@ -24,43 +36,36 @@ import csv
 import io
 import json
 import math
+import os
+import socket
 import sys
+import threading
+import time
+import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from .. import config as config_
 from ..fileio import atomic_write_bytes
 from ..stats import mean_std
+from ..train.callbacks import Callback
 from . import grid as grid_
-from .backends import Task, make_backend
+from .backends import WAIT, Task, make_backend, resolve
 from .metric import DEFAULTS, Metric, choose
-from .store import Store, Trial
+from .store import Trial, claim_folder, holds_study, make_trials, run_trials  # noqa: F401 (ablate.py's)
 
 TRIAL_FN = "tricklab.lab.trial:run_trial"
 TEST_FN = "tricklab.experiment:evaluate_run"
-
-
-def make_trials(cfg: dict, points: list[dict], seeds: list[int], labels: list[str] | None = None) -> list[Trial]:
-    """One trial per (point, seed), with a validated configuration and a stable id."""
-    from ..experiment import check_model
-
-    out = []
-    for p, point in enumerate(points):
-        for k, seed in enumerate(seeds):
-            trial_cfg = grid_.apply(cfg, point, seed)
-            if k == 0:
-                try:
-                    check_model(trial_cfg)
-                except config_.ConfigError as exc:
-                    label = labels[p] if labels else grid_.label(point)
-                    raise config_.ConfigError(f"configuration {label}: {exc}") from None
-            tid = grid_.digest(trial_cfg)
-            out.append(Trial(id=tid, idx=len(out), point=p, label=labels[p] if labels else grid_.label(point),
-                             params=point, seed=seed, config=trial_cfg, run_dir=f"runs/{p:04d}-s{seed}-{tid[:8]}"))
-    ids = [t.id for t in out]
-    if len(set(ids)) != len(ids):
-        raise config_.ConfigError("two trials of this search have the same configuration; "
-                                  "check for repeated grid values")
-    return out
+STUDY_TRIAL_FN = "tricklab.lab.sweep:run_study_trial"
+PRUNERS = ("none", "median", "hyperband")
+HEARTBEAT = 5   # seconds between two heartbeats of a running trial
+GRACE = 30      # a RUNNING trial without a heartbeat for this long is failed and retried
+STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+          TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 
 
 def check_options(seeds: int, workers: int | None, connect_timeout: float) -> None:
@@ -75,64 +80,34 @@ def check_options(seeds: int, workers: int | None, connect_timeout: float) -> No
                                   f"got {workers}")
 
 
-def claim_folder(store: Store, kind: str, trial_ids: list[str], metric: Metric | None = None) -> None:
-    """Refuse a store that holds another search, whose trials and summary this one would mix with its own.
-
-    A search is its kind and the ids of its trials, in order (base configuration, points and seeds);
-    the same command again has the same ones, and resumes. A sweep is also its ranking ``metric``
-    (a folder from before metrics were chosen ranked by val_accuracy).
-    """
-    meta = store.meta()
-    if "trial_ids" in meta and (meta.get("kind"), meta["trial_ids"]) != (kind, trial_ids):
-        raise config_.ConfigError(
-            f"--out {store.path.parent} holds another {meta.get('kind', 'search')} "
-            f"({meta.get('command') or 'started from Python'}); choose another --out for this {kind}, "
-            "or run that command again to resume it")
-    ranked = meta.get("metric", "val_accuracy")
-    if metric is not None and "trial_ids" in meta and ranked != metric.name:
-        raise config_.ConfigError(
-            f"--out {store.path.parent} holds this sweep ranked by {ranked}; ranking it by {metric.name} needs "
-            "another --out (the test split is scored once, for the configuration one metric chooses)")
-
-
-def run_trials(store: Store, trials: list[Trial], backend, fn: str = TRIAL_FN, score_test: bool = False,
-               log=print, metric: Metric = Metric()) -> dict:
-    """Run every trial of ``trials`` that is not done yet; record each as it finishes (logging ``metric``)."""
-    store.add(trials)
-    stored = {r["id"]: r for r in store.rows(ids=[t.id for t in trials])}
-    todo = [t for t in trials if stored[t.id]["status"] != "done"]
-    root = store.path.parent
-    log(f"{len(trials) - len(todo)} of {len(trials)} trials already done; running {len(todo)} "
-        f"on the {backend.name} backend")
-    by_id = {t.id: t for t in trials}
-    counts = {"done": 0, "failed": 0}
-
-    def on_start(task: Task, worker: str):
-        store.start(task.key, worker)
-
-    def on_done(task: Task, out: dict):
-        res = out["result"]
-        store.finish(task.key, res["history"], {**res["metrics"], "worker": out["worker"]}, out["seconds"])
-        counts["done"] += 1
-        t = by_id[task.key]
-        value = metric.value(res["metrics"])
-        log(f"[{counts['done'] + counts['failed']}/{len(todo)}] {t.label} seed {t.seed}: "
-            f"{metric.name.replace('_', ' ')} {'—' if value is None else f'{value:.4f}'} ({out['seconds']:.1f}s)")
-
-    def on_fail(task: Task, error: str):
-        store.fail(task.key, error)
-        counts["failed"] += 1
-        t = by_id[task.key]
-        log(f"[{counts['done'] + counts['failed']}/{len(todo)}] {t.label} seed {t.seed}: FAILED\n{error}")
-
-    # an earlier command may have run this very trial under another point number: keep its folder
-    tasks = [Task(t.id, fn, {"cfg": t.config, "run_dir": str(root / stored[t.id]["run_dir"]), "score_test": score_test})
-             for t in todo]
-    if tasks:  # nothing left: do not even start the workers (or a Ray cluster)
-        backend.run(tasks, on_start, on_done, on_fail)
-    return counts
+def check_search(space: grid_.Space, sampler: str | None, trials: int | None, pruner: str) -> tuple[str, int]:
+    """(sampler, number of trials): grid by default (every combination once), tpe with --trials N
+    and no grid sampler named; a range needs a sampler that draws, and a drawing sampler a count."""
+    if pruner not in PRUNERS:
+        raise config_.ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    if sampler is not None and sampler not in grid_.SAMPLERS:
+        raise config_.ConfigError(f"--sampler must be one of {', '.join(grid_.SAMPLERS)}, got {sampler!r}")
+    if trials is not None and trials < 1:
+        raise config_.ConfigError(f"--trials must be >= 1, got {trials}")
+    sampler = sampler or ("tpe" if trials is not None or space.ranges else "grid")
+    if sampler == "grid":
+        if space.ranges:
+            raise config_.ConfigError(f"--range {space.ranges[0].key} needs a sampler that draws: --random N, or "
+                                      "--sampler tpe|cmaes|random with --trials N")
+        if trials is not None and trials > space.size():
+            raise config_.ConfigError(f"--trials {trials}: the grid has {space.size()} combinations")
+        return sampler, trials or space.size()
+    if trials is None:
+        raise config_.ConfigError(f"--sampler {sampler} needs --trials N (how many configurations to try)")
+    return sampler, trials
 
 
+def default_out(kind: str, cfg: dict, what: dict) -> Path:
+    """A folder named after the command's content, so the same command finds the same folder."""
+    return Path("runs") / f"{kind}-{cfg['run']['name']}-{grid_.digest({'cfg': cfg, **what})[:8]}"
+
+
+# ---------------------------------------------------------------------- scores over seeds
 def scored_keys(scores: list[dict], metric: Metric) -> list[str]:
     """The score keys to average: every val_/test_ score the runs report, in their order, with
     ``metric`` first (derived where it is: val_error from val_accuracy), then epochs_run."""
@@ -154,96 +129,431 @@ def mean_and_std(scores: list[dict], metric: Metric) -> dict:
     return out
 
 
-def point_table(rows: list[dict], metric: Metric = Metric()) -> list[dict]:
-    """One entry per point: its parameters and the mean and spread over its finished seeds,
-    sorted by ``metric`` (best first; points without it last)."""
-    points: dict[int, list[dict]] = {}
-    for r in rows:
-        points.setdefault(r["point"], []).append(r)
-    table = []
-    for p, rs in points.items():
-        done = [r for r in rs if r["status"] == "done"]
-        entry = {"point": p, "label": rs[0]["label"], "params": rs[0]["params"], "seeds": len(rs),
-                 "done": len(done), "run_dirs": [r["run_dir"] for r in done]}
-        entry.update(mean_and_std([r["metrics"] or {} for r in done], metric))
-        entry["seconds"] = float(sum(r["seconds"] or 0.0 for r in done))
-        table.append(entry)
-    return sorted(table, key=lambda e: metric.rank(e.get(metric.name)))
-
-
 def select_best(table: list[dict], metric: Metric = Metric()) -> dict:
-    """The point with the best mean validation ``metric`` over all its seeds (ties: lower
-    validation loss, then the earlier point). Test scores are never consulted."""
-    complete = [e for e in table if e["done"] == e["seeds"] and metric.rank(e.get(metric.name)) < math.inf]
+    """The complete trial with the best mean validation ``metric`` over all its seeds (ties: lower
+    validation loss, then the earlier trial). Pruned and failed trials, and test scores, are never consulted."""
+    complete = [e for e in table if e.get("state", "complete") == "complete" and e["done"] == e["seeds"]
+                and metric.rank(e.get(metric.name)) < math.inf]
     if not complete:
         raise RuntimeError(f"no configuration finished all its seeds with a {metric.name}; nothing to select")
     return min(complete, key=lambda e: (metric.rank(e[metric.name]), e.get("val_loss", 0.0), e["point"]))
 
 
-def default_out(kind: str, cfg: dict, what: dict) -> Path:
-    """A folder named after the command's content, so the same command finds the same folder."""
-    return Path("runs") / f"{kind}-{cfg['run']['name']}-{grid_.digest({'cfg': cfg, **what})[:8]}"
+# ---------------------------------------------------------------------- the study
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(out / 'sweep.db').resolve()}"
 
 
-def trial_metric(name: str | None, cfg: dict, trials: list[Trial]) -> Metric:
+def open_storage(url: str, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+    """The study's database; SQLite waits up to a minute for a lock (workers report into it too).
+    ``heartbeat``: the coordinator's, which fails stale trials and retries them."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if not heartbeat:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                                          heartbeat_stale_trial_callback=_retry())
+
+
+def _retry() -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry: a WAITING copy of a failed trial (parameters, attributes, reported values)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+
+
+def make_pruner(name: str, max_steps: int) -> optuna.pruners.BasePruner:
+    """none; median: stop a trial whose value at a step is worse than the median of the earlier
+    trials' at that step (after 5 trials); hyperband: successive halving in brackets, from one
+    epoch up to every epoch of every seed (``max_steps``), keeping a third at each rung."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_steps, 1), reduction_factor=3)
+    raise config_.ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+def root(trial) -> int:
+    """The trial a (retried) trial stands for: its first attempt's number."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
+def lineages(trials) -> dict[int, object]:
+    """``{root: its latest attempt}`` over ``trials`` (FrozenTrials)."""
+    out: dict[int, object] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        out[root(t)] = t
+    return out
+
+
+def claim_study(study: optuna.Study, out: Path, identity: dict) -> None:
+    """Refuse a study that holds another search (other base, space, seeds, sampler or pruner), or
+    this one ranked by another metric; the same command again resumes it."""
+    held = study.user_attrs.get("search")
+    if held is None or held == identity:
+        return
+    if {**held, "metric": identity["metric"]} == identity:
+        raise config_.ConfigError(
+            f"--out {out} holds this sweep ranked by {held['metric']}; ranking it by {identity['metric']} needs "
+            "another --out (the test split is scored once, for the configuration one metric chooses)")
+    command = study.user_attrs.get("command") or "started from Python"
+    raise config_.ConfigError(f"--out {out} holds another sweep ({command}); choose another --out for this sweep, "
+                              "or run that command again to resume it")
+
+
+def _alive(owner: str | None) -> bool | None:
+    """Whether the coordinator ``owner`` (host:pid) lives; None when it is not on this machine."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class Search:
+    """The coordinator of one sweep command: asks the study for trials (``next_task``) as workers
+    free up, records their results (``on_done``, ``on_fail``) and heartbeats, and takes back the
+    trials of a dead coordinator."""
+
+    def __init__(self, study, storage, space, cfg, seeds, sampler, sample_seed, n_trials, metric, pruner, out,
+                 storage_url, trial_fn, log):
+        self.study, self.storage, self.space, self.cfg, self.seeds = study, storage, space, cfg, seeds
+        self.sampler, self.sample_seed, self.n_trials, self.metric = sampler, sample_seed, n_trials, metric
+        self.pruner, self.out, self.storage_url, self.trial_fn, self.log = pruner, out, storage_url, trial_fn, log
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.running: dict[str, optuna.Trial] = {}
+        self.failed_here: set[int] = set()
+        self.finished = 0
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ heartbeats and takeover
+    def beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            for trial in list(self.running.values()):
+                try:
+                    self.storage.record_heartbeat(trial._trial_id)
+                except Exception:  # a missed beat is retried; the trial is failed only after GRACE
+                    pass
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self.beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def fail_and_retry(self, trial) -> None:
+        try:
+            if not self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        _retry()(self.study, self.storage.get_trial(trial._trial_id))
+
+    def reclaim(self) -> int:
+        """Fail and retry the RUNNING trials of a dead coordinator on this machine, those that never
+        had a heartbeat for GRACE seconds, and (Optuna's heartbeat check) any with a stale heartbeat."""
+        mine = {t._trial_id for t in self.running.values()}
+        old = datetime.now() - timedelta(seconds=GRACE)
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in mine:
+                continue
+            owner = t.user_attrs.get("owner")
+            if _alive(owner) is False or (owner is None and t.datetime_start and t.datetime_start < old):
+                self.fail_and_retry(t)
+                n += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        return n
+
+    def retry_failed(self) -> int:
+        """Queue again every trial whose latest attempt failed in an earlier command."""
+        failed = [t for t in lineages(self.study.get_trials(deepcopy=False)).values() if t.state == TrialState.FAIL]
+        for t in failed:
+            _retry()(self.study, t)
+        return len(failed)
+
+    # ------------------------------------------------------------------ the backend's side
+    def next_task(self):
+        """The next trial to run, WAIT while trials of another coordinator are still RUNNING, or None."""
+        self.reclaim()
+        while True:
+            latest = lineages(self.study.get_trials(deepcopy=False))
+            waiting = any(t.state == TrialState.WAITING for t in latest.values())
+            if not waiting and len(latest) >= self.n_trials:
+                foreign = [t for t in latest.values() if t.state == TrialState.RUNNING and str(t.number)
+                           not in self.running]
+                return WAIT if foreign else None
+            self.study.sampler = grid_.make_sampler(self.sampler, self.space, self.sample_seed, len(latest))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # GridSampler on an exhausted grid, CMA-ES on categorical keys
+                trial = self.study.ask(self.space.distributions())
+            trial.set_user_attr("owner", self.owner)
+            self.storage.record_heartbeat(trial._trial_id)
+            task = self.task(trial)
+            if task is not None:
+                return task
+
+    def task(self, trial: optuna.Trial) -> Task | None:
+        """The task of ``trial``: its configuration at every seed; None (and the trial failed) if
+        the sampled configuration is refused."""
+        frozen = self.storage.get_trial(trial._trial_id)
+        point = self.space.decode(trial.params)
+        label = grid_.label(point)
+        trial.set_user_attr("label", label)
+        try:
+            cfgs = [grid_.apply(self.cfg, point, self.cfg["run"]["seed"] + k) for k in range(self.seeds)]
+            from ..experiment import check_model
+
+            check_model(cfgs[0])
+        except config_.ConfigError as exc:
+            self.fail(trial, f"configuration {label}: {exc}")
+            return None
+        number = root(frozen)
+        run_dirs = [f"runs/{number:04d}-s{c['run']['seed']}-{grid_.digest(c)[:8]}" for c in cfgs]
+        trial.set_user_attr("run_dirs", run_dirs)
+        self.running[str(trial.number)] = trial
+        report = {"storage": self.storage_url, "study": self.study.study_name, "trial_id": trial._trial_id,
+                  "pruner": self.pruner, "metric": self.metric.name, "steps": self.cfg["train"]["epochs"],
+                  "max_steps": self.seeds * self.cfg["train"]["epochs"]}
+        runs = [{"cfg": c, "run_dir": str(self.out / d)} for c, d in zip(cfgs, run_dirs)]
+        return Task(str(trial.number), STUDY_TRIAL_FN, {"trial_fn": self.trial_fn, "runs": runs, "report": report})
+
+    def on_start(self, task: Task, worker: str) -> None:
+        self.running[task.key].set_user_attr("worker", worker)
+
+    def on_done(self, task: Task, out: dict) -> None:
+        trial = self.running.pop(task.key)
+        res = out["result"]
+        runs = [{"run_dir": d, "metrics": {**r["metrics"], "worker": out["worker"]}, "history": r["history"],
+                 "seconds": r["seconds"]} for d, r in zip(trial.user_attrs["run_dirs"], res["runs"])]
+        trial.set_user_attr("runs", runs)
+        values = [self.metric.value(r["metrics"]) for r in runs]
+        label = f"trial {root(self.storage.get_trial(trial._trial_id))} ({trial.user_attrs.get('label', '')})"
+        try:
+            if res["pruned"]:
+                self.study.tell(trial, state=TrialState.PRUNED)
+                text = f"PRUNED after {len(runs[-1]['history'])} epoch(s) of seed {len(runs) - 1}"
+            elif any(v is None or not math.isfinite(v) for v in values):
+                self.fail(trial, f"no finite {self.metric.name} in its scores")
+                return
+            else:
+                value = float(sum(values) / len(values))
+                self.study.tell(trial, value)
+                text = f"{self.metric.name.replace('_', ' ')} {value:.4f}"
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.log(f"{label}: taken over by another coordinator (its heartbeat was late); its retry records it")
+            return
+        self.finished += 1
+        self.log(f"[{self.finished}] {label}: {text} ({out['seconds']:.1f}s)")
+
+    def on_fail(self, task: Task, error: str) -> None:
+        self.fail(self.running.pop(task.key), error)
+
+    def fail(self, trial: optuna.Trial, error: str) -> None:
+        self.running.pop(str(trial.number), None)
+        trial.set_user_attr("error", error[-4000:])
+        try:
+            self.study.tell(trial, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        self.failed_here.add(trial.number)
+        self.finished += 1
+        self.log(f"[{self.finished}] trial {trial.number}: FAILED\n{error}")
+
+
+# ---------------------------------------------------------------------- the worker's side
+class ReportEpochs(Callback):
+    """Reports the validation metric to the Optuna trial after every epoch (step ``offset + epoch``)
+    and stops training when the study's pruner says the trial is hopeless."""
+
+    def __init__(self, trial: optuna.Trial, metric: Metric, offset: int = 0):
+        self.trial, self.metric, self.offset = trial, metric, offset
+        self.pruned = False
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        value = self.metric.value(logs)
+        if value is None or not math.isfinite(value):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a resumed run reports a step it reported before: ignored
+            self.trial.report(float(value), self.offset + int(logs.get("epoch", epoch + 1)))
+        if self.trial.should_prune():
+            self.pruned = True
+            self.trainer.stop_training = True
+
+
+def run_study_trial(trial_fn: str, runs: list[dict], report: dict | None = None) -> dict:
+    """Run one trial's seeds in turn through ``trial_fn`` (run_trial), reporting every epoch into
+    the study; a pruned seed ends the trial. Returns each seed's history, metrics and seconds."""
+    fn = resolve(trial_fn)
+    trial = None
+    if report:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=report["study"], storage=open_storage(report["storage"]),
+                                  pruner=make_pruner(report["pruner"], report["max_steps"]))
+        trial = optuna.Trial(study, report["trial_id"])
+    out = []
+    for k, run in enumerate(runs):
+        callback = ReportEpochs(trial, Metric(report["metric"]), k * report["steps"]) if trial else None
+        start = time.perf_counter()
+        res = fn(run["cfg"], run["run_dir"], score_test=False, callbacks=[callback] if callback else [])
+        out.append({"history": res["history"], "metrics": res["metrics"], "seconds": time.perf_counter() - start})
+        if callback is not None and callback.pruned:
+            return {"runs": out, "pruned": True}
+    return {"runs": out, "pruned": False}
+
+
+# ---------------------------------------------------------------------- the table
+def trial_table(study: optuna.Study, space: grid_.Space, metric: Metric, seeds: int) -> list[dict]:
+    """One entry per trial (its latest attempt): state, parameters, the mean and spread over its
+    seeds, its run folders; complete trials first, by ``metric`` (best first), then pruned, then the rest."""
+    table = []
+    for number, t in lineages(study.get_trials(deepcopy=False)).items():
+        runs = t.user_attrs.get("runs") or []
+        point = space.decode(t.params) if set(space.keys) <= set(t.params) else dict(t.params)
+        entry = {"point": number, "trial": t.number, "state": STATES.get(t.state, str(t.state)),
+                 "label": t.user_attrs.get("label", grid_.label(point)), "params": point, "seeds": seeds,
+                 "done": len(runs) if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0,
+                 "run_dirs": [r["run_dir"] for r in runs], "seconds": float(sum(r["seconds"] for r in runs))}
+        if t.state == TrialState.PRUNED:
+            entry["pruned_at"] = t.last_step
+        if "error" in t.user_attrs:
+            entry["error"] = t.user_attrs["error"]
+        entry.update(mean_and_std([r["metrics"] for r in runs], metric))
+        table.append(entry)
+    order = {"complete": 0, "pruned": 1}
+    return sorted(table, key=lambda e: (order.get(e["state"], 2), metric.rank(e.get(metric.name)), e["point"]))
+
+
+def seed_rows(study: optuna.Study) -> list[dict]:
+    """Every finished run of every trial: ``{"point", "status": "done", "history", "metrics"}``."""
+    rows = []
+    for number, t in lineages(study.get_trials(deepcopy=False)).items():
+        if t.state == TrialState.COMPLETE:
+            rows += [{"point": number, "status": "done", "history": r["history"], "metrics": r["metrics"]}
+                     for r in t.user_attrs.get("runs", [])]
+    return rows
+
+
+def load(out: Path) -> optuna.Study:
+    """The study of the sweep folder ``out`` (study.json says where it is)."""
+    where = json.loads((out / "study.json").read_text())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=where["study"], storage=open_storage(where["storage"] or default_storage(out)))
+
+
+# ---------------------------------------------------------------------- the command
+def trial_metric(name: str | None, cfg: dict, space: grid_.Space) -> Metric:
     """The metric ``name`` (None: the default of ``cfg``'s loss), checked to be reported by every trial."""
-    return choose(name, [cfg["loss"]["name"]] + [t.config["loss"]["name"] for t in trials])
+    return choose(name, [cfg["loss"]["name"]] + list(space.grid.get("loss.name", [])))
+
+
+def check_points(cfg: dict, space: grid_.Space) -> None:
+    """Refuse, before any folder exists, a grid combination or range bound the configuration refuses."""
+    from ..experiment import check_model
+
+    for point in space.corners():
+        point_cfg = grid_.apply(cfg, point, cfg["run"]["seed"])
+        try:
+            check_model(point_cfg)
+        except config_.ConfigError as exc:
+            raise config_.ConfigError(f"configuration {grid_.label(point)}: {exc}") from None
 
 
 def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seeds: int = 1, workers: int | None = None,
               backend: str = "local", address: str | None = None, connect_timeout: float = 30.0,
               trial_fn: str = TRIAL_FN, test_fn: str = TEST_FN, command: str = "", metric: str | None = None,
-              log=None) -> dict:
+              sampler: str | None = None, trials: int | None = None, pruner: str = "none", sample_seed: int = 0,
+              storage: str | None = None, log=None) -> dict:
     """Search ``space`` around ``cfg``; select on the validation ``metric``; score the best on test once."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_options(seeds, workers, connect_timeout)
+    sampler, n_trials = check_search(space, sampler, trials, pruner)
     space = grid_.bind(space, cfg)
-    points = space.points()
+    check_points(cfg, space)
+    ranked = trial_metric(metric, cfg, space)
     seed_list = [cfg["run"]["seed"] + k for k in range(seeds)]
-    trials = make_trials(cfg, points, seed_list)
-    ranked = trial_metric(metric, cfg, trials)
-    what = {"space": space.to_json(), "seeds": seeds}
-    if ranked.name != DEFAULTS[cfg["loss"]["name"]]:  # the default keeps the folder name of earlier versions
+    identity = {"kind": "sweep", "base": grid_.digest(cfg), "space": space.to_json(), "seeds": seed_list,
+                "sampler": sampler, "sample_seed": sample_seed, "pruner": pruner, "metric": ranked.name}
+    what = {k: identity[k] for k in ("space", "seeds", "sampler", "sample_seed", "pruner")}
+    if ranked.name != DEFAULTS[cfg["loss"]["name"]]:
         what["metric"] = ranked.name
-    out = Path(out) if out else default_out("sweep", cfg, what)
+    out = Path(out) if out else default_out("sweep", cfg, {**what, "trials": n_trials})
+    if storage is None and (out / "sweep.db").exists() and not holds_study(out / "sweep.db"):
+        raise config_.ConfigError(f"--out {out} holds an ablation; choose another --out for this sweep")
     out.mkdir(parents=True, exist_ok=True)
-    log(f"sweep: {len(points)} configurations x {seeds} seeds = {len(trials)} trials -> {out}")
-    with Store(out / "sweep.db") as store:
-        claim_folder(store, "sweep", [t.id for t in trials], ranked)
-        store.set_meta(kind="sweep", base_config=config_.dumps(cfg), space=space.to_json(), seeds=seed_list,
-                       command=command, trial_ids=[t.id for t in trials], metric=ranked.name)
-        counts = run_trials(store, trials, make_backend(backend, workers, address, connect_timeout), fn=trial_fn,
-                            log=log, metric=ranked)
-        rows = store.rows(ids=[t.id for t in trials])
-        table = point_table(rows, ranked)
-        best = select_best(table, ranked)
-        final = store.meta().get("final")
-        if not final or final.get("point") != best["point"] or final.get("run_dirs") != best["run_dirs"]:
-            final = final_test(out, best, test_fn, log)
-            store.set_meta(final=final)
-    failed = sum(e["seeds"] - e["done"] for e in table)
-    best_cfg = trials[best["point"] * seeds].config
+    url = storage or default_storage(out)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(url, heartbeat=True)
+    max_steps = seeds * cfg["train"]["epochs"]
+    study = optuna.create_study(study_name=out.name, storage=store, load_if_exists=True,
+                                direction="maximize" if ranked.maximize else "minimize",
+                                pruner=make_pruner(pruner, max_steps))
+    claim_study(study, out, identity)
+    for key, value in {"search": identity, "kind": "sweep", "command": command, "keys": space.keys,
+                       "base_config": config_.dumps(cfg)}.items():
+        study.set_user_attr(key, value)
+    atomic_write_bytes(out / "study.json", (json.dumps({"storage": storage, "study": out.name}) + "\n").encode())
+    log(f"sweep: {sampler} sampler, {n_trials} trials x {seeds} seeds, pruner {pruner} -> {out} (study {out.name} "
+        f"in {storage or out / 'sweep.db'})")
+
+    search = Search(study, store, space, cfg, seeds, sampler, sample_seed, n_trials, ranked, pruner, out, url,
+                    trial_fn, log)
+    retried = search.reclaim() + search.retry_failed()
+    latest = lineages(study.get_trials(deepcopy=False))
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in latest.values())
+    run = make_backend(backend, workers, address, connect_timeout)
+    log(f"{min(done, n_trials)} of {n_trials} trials already done"
+        + (f" ({retried} to retry)" if retried else "") + f"; running the rest on the {run.name} backend")
+    with search:
+        run.run(search.next_task, search.on_start, search.on_done, search.on_fail)
+
+    table = trial_table(study, space, ranked, seeds)
+    best = select_best(table, ranked)
+    final = study.user_attrs.get("final")
+    if not final or final.get("point") != best["point"] or final.get("run_dirs") != best["run_dirs"]:
+        final = final_test(out, best, test_fn, log)
+        study.set_user_attr("final", final)
+    failed = sum(e["state"] == "failed" for e in table)
+    best_cfg = grid_.apply(cfg, best["params"], cfg["run"]["seed"])
     final = {**final, **mean_and_std(final["per_seed"], ranked)}
-    summary = {"kind": "sweep", "trials": len(trials), "failed": failed, "keys": space.keys, "metric": ranked.name,
-               "maximize": ranked.maximize, "table": table, "best": {**best, **final}, "out": str(out)}
+    summary = {"kind": "sweep", "trials": len(table), "complete": sum(e["state"] == "complete" for e in table),
+               "pruned": sum(e["state"] == "pruned" for e in table), "failed": failed, "keys": space.keys,
+               "space": space.to_json(), "sampler": sampler, "pruner": pruner, "seeds": seed_list,
+               "metric": ranked.name, "maximize": ranked.maximize, "storage": storage or "sweep.db",
+               "study": out.name, "table": table, "best": {**best, **final}, "out": str(out)}
     write_outputs(out, summary, best_cfg)
     n = len(final["run_dirs"])
     val, test = ranked.key("val"), ranked.key("test")
-    log(f"best: {best['label']}: {ranked.title('validation')} "
+    log(f"best: trial {best['point']}, {best['label']}: {ranked.title('validation')} "
         f"{ranked.format(final[val], final[val + '_std'], n, True)}, "
         f"{ranked.title('test')} {ranked.format(final[test], final[test + '_std'], n, True)} "
-        f"(test scored once, for this configuration only; {n} seed(s))")
-    if counts["failed"] or failed:
-        log(f"warning: {failed} trial(s) failed; see the error column of {out / 'sweep.db'}; "
+        f"(test scored once, for this configuration only; {n} seed(s)); "
+        f"{summary['complete']} complete, {summary['pruned']} pruned, {failed} failed")
+    if failed:
+        log(f"warning: {failed} trial(s) failed (their error: summary.json, or the study's user attribute 'error'); "
             "run the same command again to retry them")
     return summary
 
 
 def final_test(out: Path, best: dict, test_fn: str, log) -> dict:
-    """Score the chosen point's runs on the test split (and their validation split again): the
+    """Score the chosen trial's runs on the test split (and their validation split again): the
     scores of each run; ``mean_and_std`` averages them."""
-    from .backends import resolve
-
     evaluate = resolve(test_fn)
     scores = [evaluate(out / d) for d in best["run_dirs"]]
     log(f"scored the chosen configuration on the test split ({len(scores)} run(s))")
@@ -264,9 +574,10 @@ def write_outputs(out: Path, summary: dict, best_cfg: dict) -> None:
     others = other_scores(summary["table"], metric)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["rank", *keys, metric.name, f"{metric.name}_std", *others, "epochs_run", "seeds_done", "seconds"])
+    w.writerow(["rank", *keys, metric.name, f"{metric.name}_std", *others, "epochs_run", "seeds_done", "seconds",
+                "trial", "state"])
     for rank, e in enumerate(summary["table"], 1):
         w.writerow([rank, *[json.dumps(e["params"].get(k)) for k in keys], e.get(metric.name),
                     e.get(f"{metric.name}_std"), *[e.get(k) for k in others], e.get("epochs_run"), e["done"],
-                    round(e["seconds"], 2)])
+                    round(e["seconds"], 2), e["point"], e["state"]])
     atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
