@@ -289,9 +289,15 @@ def test_a_probe_batch_with_targets_gives_output_gradients_and_leaves_the_run_an
     probe, recorder = Probe(every=4, batch=(Xp, yp), units="all", at_end=True), Recorder(4)
     probed = _trainer(_model())
     at_end = []  # the state on_train_end sees (the trainer recomputes batch-norm statistics after it)
-    watch = LambdaCallback(on_train_end=lambda logs: at_end.append(
-        (probed.model.state_dict(), probed.model[3].rng.bit_generator.state)))
+
+    def leave_eval_mode(logs):  # as an evaluation after the last epoch may: the end probe is in training mode
+        at_end.append((probed.model.state_dict(), probed.model[3].rng.bit_generator.state))
+        probed.model.eval()
+        probed.model[1].train()
+
+    watch = LambdaCallback(on_train_end=leave_eval_mode)
     probed.fit(DataLoader(X, y, BATCH, rng=5), epochs=2, callbacks=[watch, probe, recorder])
+    assert [m.training for m in probed.model] == [False, True, False, False, False]  # every mode put back
     (w0, h0), (w1, h1) = _final(plain), _final(probed)
     assert h1 == h0
     for k, v in w0.items():

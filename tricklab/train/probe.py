@@ -45,11 +45,12 @@ pixels together, for a convolution's channels j). ``units`` is ``"all"``, a slic
 indices; the same indices for every probed layer.
 
 ``at_end=True`` (with a ``batch``): one more probe after the last step, in ``on_train_end``, so
-the final state is recorded too: rows with ``step`` = the number of steps taken and NaN for
+the final state is recorded too, in training mode as the probes during ``fit`` (whatever mode the
+last evaluation left; put back after): rows with ``step`` = the number of steps taken and NaN for
 ``grad_norm`` and ``update_ratio`` (no step follows); ``weight_norm`` and the running statistics
 are the final ones (those of ``on_train_end``: before the trainer's ``finish`` recomputes batch-norm
-statistics, with ``bn_statistics="recompute"``). It is skipped when rows of that step are recorded already (a resumed run that
-had finished).
+statistics, with ``bn_statistics="recompute"``). It is skipped when rows of that step are recorded
+already (a resumed run that had finished).
 
 A step that is not probed costs one integer test in ``on_batch_begin`` and one in
 ``on_batch_end``. ``probe.records`` (and ``probe.unit_records``) are columnar (a dict of lists, one
@@ -265,9 +266,21 @@ class Probe(Callback):
         self._unwrap()
         self._step = None
         if self.at_end and self.trainer.step_count not in self.records["step"]:
+            self._probe_final_state()
+            self._write()
+
+    def _probe_final_state(self) -> None:
+        """The probe batch through the final model in training mode, as the probes during ``fit``
+        saw it (the last epoch's evaluation may have left it in eval mode); every module's mode is
+        put back after."""
+        modes = [(m, m.training) for m in self.trainer.model.modules()]
+        self.trainer.model.train()
+        try:
             self._begin()
             self._end(stepped=False)
-            self._write()
+        finally:
+            for m, mode in modes:
+                object.__setattr__(m, "training", mode)
 
     def _write(self) -> None:
         """``run_dir/probe.npz`` of the records so far (the unit columns with ``units`` set)."""

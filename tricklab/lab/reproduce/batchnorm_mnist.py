@@ -9,10 +9,10 @@ Here both networks are trained through the one pipeline (``experiment.run``) wit
 the same split, the same initial weights (set by a callback: the configuration's ``init`` names
 have no N(0, 0.1^2)) and the same minibatches; the only difference is the BatchNorm1d layers.
 Test accuracy is taken every ``eval_every`` steps (:class:`EvaluateEvery`); each of the last
-hidden layer's 100 sigmoids' input percentiles at the same steps (:class:`UnitPercentiles`: the
-paper follows single units, which the layer-pooled :class:`~tricklab.train.probe.Probe` mixes)
-on a fixed batch of 1,000 validation images (batch statistics of that batch for the batch-norm
-net, as in training; running statistics untouched).
+hidden layer's 100 sigmoids' input percentiles at the same steps and after the last one by a
+:class:`~tricklab.train.probe.Probe` of that layer with ``units="all"`` (the paper follows single
+units, not the layer's pooled percentiles) on a fixed batch of 1,000 validation images (batch
+statistics of that batch for the batch-norm net, as in training; running statistics untouched).
 
 References:
     Ioffe, S. and Szegedy, C. "Batch Normalization: Accelerating Deep Network Training by Reducing
@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import nn
-from .callbacks import EvaluateEvery, InitialWeights, UnitPercentiles, set_linears
+from ...train import Probe
+from ...train.probe import PERCENTILES
+from .callbacks import EvaluateEvery, InitialWeights, set_linears, unit_table
 from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "batchnorm-mnist"
@@ -37,7 +39,6 @@ SIZES = {
     "full": {"steps": 50_000, "eval_every": 500, "train_subset": 0, "test_subset": 0, "lr": 0.1},
 }
 HIDDEN, BATCH, INIT_STD, VAL_FRACTION = (100, 100, 100), 60, 0.1, 1 / 6
-PERCENTILES = (15, 50, 85)
 
 
 def layers(batchnorm: bool) -> list[dict]:
@@ -68,10 +69,10 @@ def train_variant(batchnorm: bool, s: dict, data: dict, seed: int, data_root, lo
     doc = config(batchnorm, s, -(-len(data["train"][1]) // BATCH), data_root)
     evals = EvaluateEvery(s["eval_every"], {"test": data["test"]})
     sigmoid_input = max(i for i, spec in enumerate(doc["model"]["layers"]) if spec["type"] == "Sigmoid") - 1
-    units = UnitPercentiles(s["eval_every"], sigmoid_input, data["val"][0][:1000], PERCENTILES)
+    units = Probe(s["eval_every"], layers=[sigmoid_input], batch=data["val"][0][:1000], units="all", at_end=True)
     start = InitialWeights(lambda model: set_linears(model, small_gaussian, 0.0, seed))
     train(doc, seed, callbacks=[start, evals, units])
-    steps, pct = np.asarray(units.records["step"]), np.stack(units.records["percentiles"])  # (records, units, 3)
+    steps, pct = unit_table(units, str(sigmoid_input))  # (records,), (records, units, 3)
     shift, spread = unit_drift(steps, pct)
     typical = int(np.argsort(shift + spread)[len(shift) // 2])
     acc = evals.records["test_accuracy"]

@@ -2,8 +2,10 @@
 
 Every reproduction trains through :func:`tricklab.experiment.run`; these callbacks (Keras' hooks,
 :mod:`tricklab.train.callbacks`) record what its figures need or set what its configuration
-cannot express (a paper's own initialization). Activation percentiles, gradient and weight norms
-come from :class:`tricklab.train.probe.Probe`.
+cannot express (a paper's own initialization). What happens inside the network (activation
+percentiles, means and standard deviations, per unit too; back-propagated gradients; weight
+norms) comes from :class:`tricklab.train.probe.Probe`; :func:`probe_rows` and :func:`unit_table`
+read its records.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ... import nn
-from ...train import Callback, model_generators
+from ...train import Callback
+from ...train.probe import UNIT_FLOAT_COLUMNS
 
 
 def accuracy(trainer, data) -> float:
@@ -115,49 +118,6 @@ class Measure(Callback):
         self.records["trained"] = self.measure(self.trainer.model)
 
 
-class UnitPercentiles(Callback):
-    """Per-unit percentiles of one layer's output on a fixed batch, at step 0 and after every
-    ``n_steps`` steps (and the last): ``records["step"]`` and ``records["percentiles"]``, one
-    (units, len(q)) array each.
-
-    :class:`~tricklab.train.probe.Probe` pools a layer's units into one set of percentiles; a
-    paper that follows single units (Ioffe & Szegedy's Fig. 1b, c) needs them apart. The batch
-    goes through the model's first ``layer + 1`` layers in its current mode (training: batch
-    statistics); the batch-norm buffers and the layers' random generators are put back after.
-    """
-
-    def __init__(self, n_steps: int, layer: int, batch: np.ndarray, q=(15, 50, 85)):
-        self.n_steps, self.layer, self.batch, self.q = int(n_steps), int(layer), batch, tuple(q)
-        self.records: dict[str, list] = {"step": [], "percentiles": []}
-
-    def outputs(self) -> np.ndarray:
-        model = self.trainer.model
-        buffers = {k: np.array(v, copy=True) for k, v in model.named_buffers()}
-        generators = {k: (g, g.bit_generator.state) for k, g in model_generators(model).items()}
-        h = self.batch
-        for m in list(model)[:self.layer + 1]:
-            h = m(h)
-        model.load_state_dict({**model.state_dict(), **buffers})
-        for g, state in generators.values():
-            g.bit_generator.state = state
-        return np.asarray(h, dtype=np.float64)
-
-    def record(self) -> None:
-        self.records["step"].append(self.trainer.step_count)
-        self.records["percentiles"].append(np.percentile(self.outputs(), self.q, axis=0).T)
-
-    def on_train_begin(self, logs):
-        self.record()
-
-    def on_batch_end(self, batch, logs):
-        if self.trainer.step_count % self.n_steps == 0:
-            self.record()
-
-    def on_train_end(self, logs):
-        if self.records["step"][-1] != self.trainer.step_count:
-            self.record()
-
-
 def linears(model: nn.Module) -> list[nn.Linear]:
     """The model's Linear layers in order."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -185,3 +145,13 @@ def probe_rows(probe, layer: str) -> dict[str, np.ndarray]:
     rec = probe.records
     keep = np.asarray(rec["layer"]) == layer
     return {k: np.asarray(v)[keep] for k, v in rec.items()}
+
+
+def unit_table(probe, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """One probed layer's per-unit percentiles (``Probe(units=...)``) as (steps, P): P[r, k] holds
+    the 15/50/85th percentiles of the k-th recorded unit at ``steps[r]`` (shape (records, units, 3))."""
+    rec = {k: np.asarray(v) for k, v in probe.unit_records.items()}
+    keep = rec["unit_layer"] == layer
+    steps = np.asarray(list(dict.fromkeys(rec["unit_step"][keep].tolist())), dtype=np.int64)
+    pct = np.stack([rec[c][keep] for c in UNIT_FLOAT_COLUMNS], axis=-1)
+    return steps, pct.reshape(len(steps), -1, len(UNIT_FLOAT_COLUMNS))

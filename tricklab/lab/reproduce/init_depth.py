@@ -17,9 +17,10 @@ Each net trains through the one pipeline (``experiment.run``): standard, normali
 orthogonal are the configuration's ``model.init`` names (default, xavier_uniform, orthogonal);
 kaiming with the activation's gain is not (the configuration's kaiming_normal has the ReLU gain),
 so an :class:`InitialWeights` callback draws it. The layer statistics are taken before the first
-step and after the last by a :class:`Measure` callback: :class:`~tricklab.train.probe.Probe`
-records activation percentiles and parameter-gradient norms, not the standard deviations of the
-activations and of the back-propagated dLoss/dz that the paper's figures show.
+step and after the last by a :class:`~tricklab.train.probe.Probe` with the fixed batch ``(X, y)``
+(``at_end=True``): ``act_std`` and ``act_mean`` of each activation layer's output, and
+``grad_std`` of the Linear layer before it, the std of dLoss/dz at the pre-activation z (the
+trainer's loss on ``y`` back through the net, parameter gradients put back after).
 
 References:
     Glorot, X. and Bengio, Y. "Understanding the difficulty of training deep feedforward neural
@@ -36,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import nn
 from ...nn import init as init_
-from .callbacks import EvaluateEachEpoch, InitialWeights, Measure, set_linears
+from ...train import Probe
+from .callbacks import EvaluateEachEpoch, InitialWeights, set_linears
 from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "init-depth"
@@ -77,26 +78,15 @@ def callbacks_for(activation: str, scheme: str, seed: int) -> list:
     return [InitialWeights(lambda model: set_linears(model, kaiming, None, seed))]
 
 
-def layer_statistics(model: nn.Sequential, X: np.ndarray, y: np.ndarray, activation: str) -> dict:
-    """Std of each hidden layer's activations and of dLoss/dz at each hidden pre-activation."""
-    layers = list(model)
-    loss = nn.CrossEntropyLoss()
-    acts, h = [], X
-    for m in layers:
-        h = m(h)
-        if isinstance(m, (nn.Tanh, nn.Sigmoid)):
-            acts.append(h)
-    loss(h, y)
-    g, grads = loss.backward(), []
-    for m in reversed(layers):
-        g = m.backward(g)
-        if isinstance(m, (nn.Tanh, nn.Sigmoid)):
-            grads.append(g)
-    model.zero_grad()
-    limit = (lambda a: np.abs(a) > 0.97) if activation == "tanh" else (lambda a: (a < 0.03) | (a > 0.97))
-    sat = [float(np.mean(limit(a))) for a in acts]
-    return {"activation_std": [float(a.std()) for a in acts], "activation_mean": [float(a.mean()) for a in acts],
-            "gradient_std": [float(g.std()) for g in reversed(grads)], "saturated": sat}
+def layer_statistics(probe: Probe, step: int) -> dict:
+    """From ``probe``'s rows of ``step``: the std and mean of each hidden layer's activations (the
+    output of each Tanh or Sigmoid) and the std of dLoss/dz at each hidden pre-activation z (the
+    output gradient of the layer just before the activation), from layer 1 up."""
+    rec = {k: np.asarray(v) for k, v in probe.records.items()}
+    rows = np.flatnonzero(rec["step"] == step)
+    acts = rows[np.isin(rec["kind"][rows], ("Tanh", "Sigmoid"))]
+    return {"activation_std": rec["act_std"][acts].tolist(), "activation_mean": rec["act_mean"][acts].tolist(),
+            "gradient_std": rec["grad_std"][acts - 1].tolist()}
 
 
 def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print) -> dict:
@@ -105,15 +95,17 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     Path(out).mkdir(parents=True, exist_ok=True)
     data = splits(configure(config("tanh", "standard", s, data_root), seed))  # every net's split
     X, y = data["train"][0][:s["probe"]], data["train"][1][:s["probe"]]
+    steps = s["epochs"] * -(-len(data["train"][1]) // BATCH)  # at most; every=steps probes step 0 only
     results = {}
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
-            layers = Measure(lambda model, act=act: layer_statistics(model, X, y, act))
-            callbacks = [*callbacks_for(act, scheme, seed), layers, EvaluateEachEpoch({"test": data["test"]})]
+            probe = Probe(every=steps, batch=(X, y), at_end=True)
+            callbacks = [*callbacks_for(act, scheme, seed), probe, EvaluateEachEpoch({"test": data["test"]})]
             h = train(config(act, scheme, s, data_root), seed, callbacks=callbacks).history
             hist = {k: [row[k] for row in h] for k in ("epoch", "train_loss", "val_accuracy", "test_accuracy")}
-            stats = layers.records["init"]
-            results[f"{act}/{scheme}"] = {"init": stats, "trained": layers.records["trained"], **hist}
+            stats = layer_statistics(probe, 0)
+            results[f"{act}/{scheme}"] = {"init": stats, "trained": layer_statistics(probe, max(probe.records["step"])),
+                                          **hist}
             log(f"{act:7s} {scheme:10s} gradient std layer 1/{DEPTH}: "
                 f"{stats['gradient_std'][0] / stats['gradient_std'][-1]:.2f}, test error "
                 f"{1 - hist['test_accuracy'][-1]:.2%}")
