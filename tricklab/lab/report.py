@@ -163,9 +163,9 @@ def trial_curves(study, metric: Metric):
             ax.plot(steps, values, color=f"C{complete % 10}", lw=1.5, alpha=0.9,
                     label="complete" if not complete else None)
             complete += 1
+    integer_epochs(ax)
     ax.set(xlabel="step (seed x epochs + epoch)", ylabel=metric.title(),
            title=f"{metric.title()} reported by each trial ({complete} complete, {pruned} pruned)")
-    integer_epochs(ax)
     ax.grid(alpha=0.3)
     if complete or pruned:
         ax.legend(fontsize=8)
