@@ -8,7 +8,7 @@ import pytest
 from tricklab.lab import reproduce
 from tricklab.lab.report import write_report
 
-MNIST = {"batchnorm-mnist", "dropout-mnist", "init-depth", "shuffle"}
+MNIST = {"batchnorm-mnist", "dropout-mnist", "init-depth", "shuffle", "batchnorm-cnn", "elastic-mnist"}
 
 
 @pytest.mark.slow

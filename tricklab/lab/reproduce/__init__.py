@@ -18,6 +18,8 @@ MODULES = {
     "shuffle": "shuffle",
     "depth-width": "depth_width",
     "mnist1d": "mnist1d",
+    "batchnorm-cnn": "batchnorm_cnn",
+    "elastic-mnist": "elastic_mnist",
 }
 
 
