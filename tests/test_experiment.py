@@ -332,3 +332,20 @@ def test_logging_section_writes_the_probe_and_tensorboard_events(tmp_path):
     records = read_probe(tmp_path / "run" / "probe.npz")
     assert sorted(set(records["step"].tolist())) == list(range(0, 2 * 36, 10))  # 3,600 / 100 -> 36 steps an epoch
     assert any((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_auto_resume_starts_over_when_the_only_checkpoint_was_cut_short(tmp_path):
+    """A lab trial killed while writing its first checkpoint leaves a folder with nothing usable in it."""
+    from tricklab.experiment import run
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "ckpt-000001.json").write_text('{"format": 1, "sha')  # truncated by the kill
+    result = run(_mnist1d(train={"epochs": 2}), tmp_path / "run", resume="auto", log=lambda m: None, plots=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    with pytest.raises(Exception, match="no usable checkpoint"):  # an explicit resume still refuses
+        (folder / "ckpt-000002.json").unlink()
+        (folder / "ckpt-000002.npz").unlink()
+        (folder / "ckpt-000001.json").write_text('{"format": 1, "sha')
+        (folder / "ckpt-000001.npz").unlink(missing_ok=True)
+        run(_mnist1d(train={"epochs": 2}), tmp_path / "run", resume="always", log=lambda m: None, plots=False)

@@ -684,7 +684,8 @@ def train_run(cfg: dict, run_dir: str | Path, resume: bool = False, progress: bo
 def _start_or_resume(exp: Experiment, run_dir: Path, resume: str, restart: bool, log) -> None:
     has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     if resume == "always" or (resume == "auto" and has_checkpoints):
-        _resume(exp, run_dir, restart, log)
+        # "auto" (a lab trial): a folder whose only checkpoint was cut short by a kill starts over
+        _resume(exp, run_dir, restart or resume == "auto", log)
     elif has_checkpoints:
         raise FileExistsError(f"{run_dir} already holds a run; use `tricklab train --resume {run_dir}` "
                               "or choose another --out folder")
