@@ -34,7 +34,7 @@ TITLE = "Batch norm in a CNN: faster, and it tolerates a 10x learning rate"
 REFERENCE = "Ioffe & Szegedy, Batch Normalization, ICML 2015, section 4.2; the lecture"
 SIZES = {
     "quick": {"epochs": 1, "train_subset": 6000, "test_subset": 1000, "eval_every": 20, "seeds": 1},
-    "full": {"epochs": 2, "train_subset": 0, "test_subset": 0, "eval_every": 390, "seeds": 3},
+    "full": {"epochs": 1, "train_subset": 0, "test_subset": 0, "eval_every": 130, "seeds": 3},
 }
 BASE_LR, FACTOR, MOMENTUM, BATCH, CHANNELS, HIDDEN = 0.02, 10, 0.9, 64, (8, 16), 64
 VARIANTS = {  # name: (batch norm, learning-rate factor)
