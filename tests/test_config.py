@@ -170,3 +170,15 @@ def test_early_stopping_extras_are_optional_floats_left_out_of_the_toml(tmp_path
 def test_early_stopping_extras_that_cannot_work(doc, message):
     with pytest.raises(config.ConfigError, match=message):
         config.resolve(doc)
+
+
+def test_val_fraction_zero_means_no_validation_split_and_no_early_stopping():
+    assert config.resolve({"data": {"val_fraction": 0}})["data"]["val_fraction"] == 0.0
+    with pytest.raises(config.ConfigError, match=r"^data.val_fraction must be >= 0.0, got -0.1"):
+        config.resolve({"data": {"val_fraction": -0.1}})
+    with pytest.raises(config.ConfigError, match=r"^data.val_fraction must be < 1.0"):
+        config.resolve({"data": {"val_fraction": 1.0}})
+    with pytest.raises(config.ConfigError, match=r"^early_stopping.enabled = true needs a validation split.*"
+                                                 r"data.val_fraction = 0.0"):
+        config.resolve({"data": {"val_fraction": 0.0}, "early_stopping": {"enabled": True}})
+    config.resolve({"data": {"val_fraction": 0.0}, "early_stopping": {"patience": 3}})  # off: its keys may stay

@@ -349,3 +349,42 @@ def test_auto_resume_starts_over_when_the_only_checkpoint_was_cut_short(tmp_path
         (folder / "ckpt-000001.json").write_text('{"format": 1, "sha')
         (folder / "ckpt-000001.npz").unlink(missing_ok=True)
         run(_mnist1d(train={"epochs": 2}), tmp_path / "run", resume="always", log=lambda m: None, plots=False)
+
+
+def test_val_fraction_zero_trains_on_the_whole_training_split_and_reports_test_only(tmp_path):
+    """The paper protocol (MNIST-1D's 4,000 training sequences, the test score at the end): no validation split."""
+    from tricklab.data import load_mnist1d
+    from tricklab.experiment import headline, run
+
+    cfg = _mnist1d(data={"val_fraction": 0.0, "order": "fixed"}, train={"epochs": 2})
+    result = run(cfg, tmp_path / "run", log=lambda m: None, plots=False)
+    X, y = load_mnist1d("train")
+    data = result.experiment.data
+    assert data.val is None and result.experiment.val is None
+    assert np.array_equal(data.train[0], X) and np.array_equal(data.train[1], y)  # all 4,000, stored order
+    m = result.metrics
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (4000, 0, 1000)
+    assert not any(k.startswith("val_") for k in m) and 0.0 <= m["test_accuracy"] <= 1.0
+    assert all(not any(k.startswith("val_") for k in row) for row in result.history)
+    assert result.experiment.trainer.step_count == 2 * 40
+    assert headline(m) == f"test accuracy {m['test_accuracy']:.4f}"
+    assert evaluate_run(tmp_path / "run") == {k: v for k, v in m.items() if k.startswith("test_")}
+
+
+def test_the_lab_refuses_val_fraction_zero_before_any_folder_exists(tmp_path):
+    """Sweeps rank and ablations measure on the validation split: none to rank on is refused up front."""
+    from tricklab.experiment import check_model
+    from tricklab.lab import grid
+    from tricklab.lab.ablate import run_ablation
+    from tricklab.lab.sweep import run_sweep
+
+    cfg = _mnist1d(data={"val_fraction": 0.0})
+    with pytest.raises(config.ConfigError, match=r"^data.val_fraction = 0.0 holds out no validation split"):
+        check_model(cfg)
+    with pytest.raises(config.ConfigError, match=r"data.val_fraction = 0.0 holds out no validation split"):
+        run_sweep(cfg, grid.make_space(["optimizer.lr=0.1,0.01"]), out=tmp_path / "sweep", workers=1,
+                  log=lambda m: None)
+    with pytest.raises(config.ConfigError, match=r"data.val_fraction = 0.0 holds out no validation split"):
+        run_ablation(cfg, ["dropout"], seeds=1, out=tmp_path / "ablation", workers=1, log=lambda m: None)
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "ablation").exists()
+    check_model(_mnist1d())  # a validation split: accepted

@@ -60,7 +60,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "test_path": Key(str, "", help="a CSV file of test rows with the same columns (empty: hold out a test split)"),
         "test_fraction": Key(float, 0.2, low=0.0, high=1.0, low_open=True, high_open=True,
                              help="share of your file held out as the test split when it has none"),
-        "val_fraction": Key(float, 0.1, low=0.0, high=1.0, low_open=True, high_open=True),
+        "val_fraction": Key(float, 0.1, low=0.0, high=1.0, high_open=True,
+                            help="share of the training examples held out for validation; 0: none, train on all "
+                            "(as a paper that reports the test score at the end; no early stopping, no lab sweeps)"),
         "train_subset": Key(int, 0, low=0, help="use only this many training examples (0: all)"),
         "test_subset": Key(int, 0, low=0, help="score only the first this many test examples (0: all)"),
         "order": Key(str, "reshuffle", choices=("reshuffle", "once", "fixed", "sorted"),
@@ -311,6 +313,9 @@ def check_combinations(cfg: dict) -> None:
         raise ConfigError("optimizer.nesterov = true needs optimizer.momentum > 0 (Nesterov's look-ahead is "
                           "along the momentum), got optimizer.momentum = 0.0")
     e = cfg["early_stopping"]
+    if e["enabled"] and cfg["data"]["val_fraction"] == 0:
+        raise ConfigError("early_stopping.enabled = true needs a validation split to watch, but data.val_fraction = 0.0 "
+                          "holds none out; set data.val_fraction > 0 or turn early stopping off")
     monitors = MONITORS[cfg["loss"]["name"]]
     if e["monitor"] not in monitors:
         raise ConfigError(f"early_stopping.monitor = {e['monitor']!r} is not reported with loss.name = "

@@ -48,14 +48,15 @@ SAMPLE_SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "mnist1d": (40,)}
 
 @dataclass
 class Data:
-    """Training, validation and test splits as float32 feature rows (N, F) with their targets.
+    """Training, validation and test splits as float32 feature rows (N, F) with their targets
+    (``val`` None when ``data.val_fraction = 0``: every training example is trained on).
 
     ``sample_shape`` is one example's own shape ((1, 28, 28) for an MNIST image, (C, H, W) from an
     npz archive); an explicit layer list sees examples of that shape, the ``hidden`` shorthand's
     MLP sees the rows. ``n_outputs`` is the width the model's last layer must have.
     """
     train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray]
     image_shape: tuple[int, ...] | None
     sample_shape: tuple[int, ...] = ()
@@ -135,9 +136,13 @@ def prepare_data(cfg: dict, seeds: np.random.SeedSequence) -> Data:
         X, y = X[:subset], y[:subset]
     if cfg["data"]["test_subset"]:
         X_test, y_test = X_test[:cfg["data"]["test_subset"]], y_test[:cfg["data"]["test_subset"]]
-    Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
-                                         seed=np.random.default_rng(seeds))
-    return Data((Xtr, ytr), (Xva, yva), (X_test, y_test), _image_shape(sample_shape), sample_shape,
+    if cfg["data"]["val_fraction"] == 0:  # no validation split: train on all, as a paper scoring at the end
+        train, val = (X, y), None
+    else:
+        Xtr, ytr, Xva, yva = train_val_split(X, y, val_fraction=cfg["data"]["val_fraction"],
+                                             seed=np.random.default_rng(seeds))
+        train, val = (Xtr, ytr), (Xva, yva)
+    return Data(train, val, (X_test, y_test), _image_shape(sample_shape), sample_shape,
                 count_outputs(cfg, y, y_test), note, columns)
 
 
@@ -158,7 +163,13 @@ def model_input_shape(cfg: dict, data: Data) -> tuple[int, ...]:
 def check_model(cfg: dict) -> None:
     """Build a configuration's model once on a built-in data set's known shapes, so that a value its
     layer refuses (``model.layers.3.p = 1.5``) or a width that does not fit is a ConfigError now, not
-    when training starts. The user's files are checked when they are read."""
+    when training starts. The user's files are checked when they are read.
+
+    The lab checks every trial's configuration here: its sweeps rank and its ablations measure on
+    the validation split, so ``data.val_fraction = 0`` (no validation split) is refused."""
+    if cfg["data"]["val_fraction"] == 0:
+        raise config_.ConfigError("data.val_fraction = 0.0 holds out no validation split, and the lab's sweeps and "
+                                  "ablations rank and measure on it; set data.val_fraction > 0 (e.g. 0.1)")
     shape = builtin_input_shape(cfg)
     if shape is not None:
         check_fits_in_memory(cfg, shape, N_CLASSES)
@@ -453,7 +464,8 @@ def build(cfg: dict, run_dir: Path | None = None, progress: bool | None = None, 
                       early_stopping=stopper, bn_statistics=t["bn_statistics"], run_dir=run_dir,
                       generators={"loader": loader.rng}, progress=progress, log=log,
                       extra_state={"config": cfg, "normalizer": normalizer.state_dict() if normalizer else None})
-    val, test = (norm(data.val[0]), data.val[1]), (norm(data.test[0]), data.test[1])
+    val = (norm(data.val[0]), data.val[1]) if data.val is not None else None
+    test = (norm(data.test[0]), data.test[1])
     return Experiment(cfg, data, normalizer, model, trainer, loader, bn_loader, val, test, shape)
 
 
@@ -732,7 +744,7 @@ def _fit_and_score(exp: Experiment, run_dir: Path | None, start: float, callback
     cfg = exp.cfg
     exp.trainer.fit(exp.train_loader, exp.val, epochs=cfg["train"]["epochs"], bn_batches=exp.bn_loader,
                     callbacks=callbacks)
-    val = exp.trainer.evaluate(exp.val)
+    val = exp.trainer.evaluate(exp.val) if exp.val is not None else {}  # data.val_fraction = 0: no val_*
     test = exp.trainer.evaluate(exp.test) if score_test else {}
     es = exp.trainer.early_stopping
     metrics = {
@@ -743,7 +755,7 @@ def _fit_and_score(exp: Experiment, run_dir: Path | None, start: float, callback
         "bn_statistics": cfg["train"]["bn_statistics"],
         "seconds_this_session": time.perf_counter() - start,
         "seconds_training": float(sum(row["seconds"] for row in exp.trainer.history)),
-        "n_train": len(exp.data.train[1]), "n_val": len(exp.data.val[1]), "n_test": len(exp.data.test[1]),
+        "n_train": len(exp.data.train[1]), "n_val": len(exp.data.val[1]) if exp.data.val is not None else 0, "n_test": len(exp.data.test[1]),
         "threads": _threads(),
         "pid": os.getpid(),
     }
@@ -834,7 +846,8 @@ def scores(val: dict, test: dict) -> dict:
 
 def headline(metrics: dict) -> str:
     """'validation accuracy 0.9812, test accuracy 0.9790' (RMSE and R² for regression)."""
-    names = [k[len("val_"):] for k in metrics if k.startswith("val_") and k != "val_loss"] or ["loss"]
+    split = "val" if "val_loss" in metrics else "test"  # data.val_fraction = 0: test scores only
+    names = [k[len(split) + 1:] for k in metrics if k.startswith(f"{split}_") and k != f"{split}_loss"] or ["loss"]
     splits = [(split, key) for split, key in (("validation", "val"), ("test", "test")) if f"{key}_loss" in metrics]
     return ", ".join(f"{split} {name} {metrics[f'{key}_{name}']:.4f}" for split, key in splits for name in names)
 
@@ -846,7 +859,7 @@ def evaluate_run(run_dir: str | Path) -> dict:
     data = prepare_data(cfg, seeds.spawn(3)[0])
     norm = input_pipeline(normalizer, model_input_shape(cfg, data))
     loss, metrics = build_loss(cfg, model.dtype), metrics_for(cfg["loss"]["name"])
-    val = evaluate(model, loss, (norm(data.val[0]), data.val[1]), metrics)
+    val = evaluate(model, loss, (norm(data.val[0]), data.val[1]), metrics) if data.val is not None else {}
     test = evaluate(model, loss, (norm(data.test[0]), data.test[1]), metrics)
     return scores(val, test)
 
