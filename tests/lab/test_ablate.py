@@ -1,11 +1,24 @@
 import json
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from tricklab import config as config_
-from tricklab.lab.ablate import epochs_to, run_ablation, summarize, trick_settings, variants
-from tricklab.lab.store import Store
+from tricklab.lab.ablate import epochs_to, make_trials, run_ablation, summarize, trick_settings, variants
+
+def study_of(out):
+    """The ablation's Optuna study, loaded as any Optuna user would."""
+    import optuna
+
+    return optuna.load_study(study_name=Path(out).name, storage=f"sqlite:///{Path(out) / 'sweep.db'}")
+
+
+def configs_of(out) -> dict[str, dict]:
+    """Variant -> the configuration its trials trained (read from a run folder of each)."""
+    return {t.params["variant"]: tomllib.loads((Path(out) / t.user_attrs["run_dir"] / "config.toml").read_text())
+            for t in study_of(out).trials}
+
 
 ALL = ["batchnorm", "dropout", "weight_decay", "clipping", "augmentation", "input_norm", "early_stopping"]
 
@@ -90,9 +103,9 @@ def test_a_small_ablation_writes_its_table_and_curves(tiny_config, tmp_path):
         assert e["seeds"] == 2 and 0 <= e["val_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1
     assert summary["table"][0]["reached_target"] == 2
     assert summary["table"][1]["same_as"] == ["full - input_norm"]  # with two tricks, one config, run once
-    with Store(out / "sweep.db") as store:
-        rows = store.rows()
-    assert len(rows) == 8 and all("test_accuracy" in r["metrics"] for r in rows)
+    trials = study_of(out).trials
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all("test_accuracy" in t.user_attrs["metrics"] for t in trials)
     for name in ("curves.png", "bars.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| full - input_norm (= + batchnorm) |" in (out / "ablation.md").read_text()
@@ -100,8 +113,6 @@ def test_a_small_ablation_writes_its_table_and_curves(tiny_config, tmp_path):
 
 
 def test_a_layer_class_is_ablated_by_removing_its_layers(layers_config):
-    from tricklab.lab.sweep import make_trials
-
     cfg = config_.load(layers_config)
     v = variants(cfg, ["Dropout", "BatchNorm1d", "weight_decay"])
     types = {name: [spec["type"] for spec in keys["model.layers"]] for name, keys in v.items()}
@@ -171,8 +182,7 @@ def test_a_real_ablation_of_a_layer_class_on_a_regression(regression_config, tmp
     for e in summary["table"]:
         assert e["val_rmse"] > 0 and e["test_rmse"] > 0 and e["test_r2"] <= 1
     assert summary["table"][2]["same_as"] == ["+ Dropout"]
-    with Store(out / "sweep.db") as store:
-        layers = {r["label"]: [s["type"] for s in tomllib.loads(r["config"])["model"]["layers"]] for r in store.rows()}
+    layers = {label: [s["type"] for s in c["model"]["layers"]] for label, c in configs_of(out).items()}
     assert layers == {"baseline": ["Linear", "BatchNorm1d", "ReLU", "Linear"],
                       "+ Dropout": ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]}
     assert "| baseline | " in (out / "ablation.md").read_text()
@@ -254,7 +264,6 @@ def test_every_trick_of_the_shorthand_s_layers_acts_on_a_layer_list():
 
 def test_every_trick_works_on_a_cnn_layer_list(cnn_config):
     from tricklab.experiment import build_model
-    from tricklab.lab.sweep import make_trials
     import numpy as np
 
     cfg = config_.load(cnn_config)
@@ -315,8 +324,7 @@ def test_a_real_ablation_of_a_cnn(cnn_config, tmp_path):
     for e in summary["table"]:
         assert e["seeds"] == 1 and 0.1 < e["test_accuracy"] <= 1 and e["epochs_run"] == 1
     assert summary["table"][2]["same_as"] == ["+ batchnorm"]
-    with Store(out / "sweep.db") as store:
-        configs = {r["label"]: tomllib.loads(r["config"]) for r in store.rows()}
+    configs = configs_of(out)
     assert set(configs) == {"baseline", "+ batchnorm"}
     assert [s["type"] for s in configs["baseline"]["model"]["layers"]] == [
         "Conv2d", "ReLU", "MaxPool2d", "Dropout2d", "Flatten", "Dropout", "Linear"]
@@ -324,3 +332,157 @@ def test_a_real_ablation_of_a_cnn(cnn_config, tmp_path):
     assert configs["+ batchnorm"]["model"]["layers"][:2] == [
         {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "bias": False}, {"type": "BatchNorm2d"}]
     assert all(c["augmentation"]["rotation"] == 10.0 for c in configs.values())
+
+
+# --------------------------------------------------------------------------- the study and kill-safety
+def failing_weight_decay_trial(cfg, run_dir, score_test=False, callbacks=()):
+    """planted_regression_trial, except that a configuration with weight decay raises."""
+    from tests.lab.test_sweep import planted_regression_trial
+
+    if cfg["optimizer"]["weight_decay"] > 0:
+        raise RuntimeError("boom")
+    return planted_regression_trial(cfg, run_dir, score_test, callbacks)
+
+
+def _planted_ablation(out, trial_fn="tests.lab.test_sweep:planted_regression_trial", log=None, **kw):
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "loss": {"name": "mse"}})
+    return run_ablation(cfg, ["weight_decay", "clipping"], seeds=2, out=out, workers=1, trial_fn=trial_fn,
+                        log=log or (lambda m: None), **kw)
+
+
+def test_an_ablation_is_a_study_of_its_variants_and_seeds_and_runs_each_once(tmp_path):
+    out = tmp_path / "a"
+    first = _planted_ablation(out, command="tricklab ablate x")
+    study = study_of(out)
+    assert study.direction.name == "MINIMIZE"  # val_rmse
+    trials = study.trials
+    # 6 variants, 4 distinct configurations ("full - A" is "+ B"), 2 seeds: 8 trials, enqueued in order
+    assert [(t.params["variant"], t.params["seed"]) for t in trials] == [
+        (v, s) for v in ("baseline", "+ weight_decay", "+ clipping", "full") for s in (0, 1)]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        assert t.value == pytest.approx(t.user_attrs["metrics"]["val_rmse"]) == pytest.approx(0.5 + 0.001 * t.params["seed"])
+        assert t.user_attrs["run_dir"].startswith(f"runs/{t.user_attrs['point']:04d}-s{t.params['seed']}-")
+        assert "test_rmse" in t.user_attrs["metrics"] and [r["epoch"] for r in t.user_attrs["history"]] == [1, 2, 3]
+        assert (out / t.user_attrs["run_dir"] / "config.toml").exists()
+    attrs = study.user_attrs
+    assert attrs["kind"] == "ablation" and attrs["tricks"] == ["weight_decay", "clipping"]
+    assert attrs["seeds"] == [0, 1] and attrs["metric"] == "val_rmse" and attrs["command"] == "tricklab ablate x"
+    assert attrs["variant_points"] == {"baseline": 0, "+ weight_decay": 1, "+ clipping": 2, "full": 3,
+                                       "full - weight_decay": 2, "full - clipping": 1}
+    assert tomllib.loads(attrs["base_config"])["loss"]["name"] == "mse"
+
+    logged = []
+    again = _planted_ablation(out, log=logged.append)  # the same command again: nothing runs twice
+    assert "8 of 8 trials already done; running 0 on the local backend" in logged
+    assert [(t.number, t.datetime_complete) for t in study_of(out).trials] == \
+        [(t.number, t.datetime_complete) for t in trials]
+    assert again["table"] == first["table"]
+
+
+def test_a_failed_trial_is_retried_by_the_next_command_in_its_own_folder(tmp_path):
+    out = tmp_path / "a"
+    logged = []
+    summary = _planted_ablation(out, trial_fn=f"{__name__}:failing_weight_decay_trial", log=logged.append)
+    failed = [t for t in study_of(out).trials if t.state.name == "FAIL"]
+    assert sorted((t.params["variant"], t.params["seed"]) for t in failed) == [
+        ("+ weight_decay", 0), ("+ weight_decay", 1), ("full", 0), ("full", 1)]
+    assert all("RuntimeError: boom" in t.user_attrs["error"] for t in failed)
+    assert any(line.startswith("[3/8] + weight_decay seed 0: FAILED") for line in logged)
+    assert logged[-1].startswith("warning: 4 trial(s) failed")
+    assert [(e["variant"], e["seeds"]) for e in summary["table"]][:2] == [("baseline", 2), ("+ weight_decay", 0)]
+
+    logged = []
+    summary = _planted_ablation(out, log=logged.append)
+    assert "4 of 8 trials already done (4 to retry); running 4 on the local backend" in logged
+    trials = study_of(out).trials
+    assert len(trials) == 12 and sum(t.state.name == "COMPLETE" for t in trials) == 8
+    for t in failed:  # each failed trial failed once, and its retry ran in its run folder
+        (retry,) = [u for u in trials if u.system_attrs.get("failed_trial") == t.number]
+        assert retry.state.name == "COMPLETE" and retry.params == t.params
+        assert retry.user_attrs["run_dir"] == t.user_attrs["run_dir"]
+    assert all(e["seeds"] == 2 for e in summary["table"])
+
+
+def test_a_folder_of_another_search_is_refused_and_kept(tmp_path):
+    import sqlite3
+
+    from tricklab.lab import grid
+    from tricklab.lab.sweep import run_sweep
+
+    out = tmp_path / "a"
+    _planted_ablation(out)
+    summary = (out / "summary.json").read_text()
+    cfg = config_.resolve({"data": {"name": "mnist1d"}, "loss": {"name": "mse"}})
+    with pytest.raises(config_.ConfigError, match=r"^--out .*a holds another ablation \(started from Python\); "
+                                                  r"choose another --out for this ablation, or run that command"):
+        run_ablation(cfg, ["weight_decay"], seeds=2, out=out, workers=1,
+                     trial_fn="tests.lab.test_sweep:planted_regression_trial", log=lambda m: None)
+    with pytest.raises(config_.ConfigError, match=r"^--out .*a holds an ablation; choose another --out for this sweep$"):
+        run_sweep(cfg, grid.make_space(["optimizer.lr=0.01,0.1"]), out=out, workers=1, log=lambda m: None)
+    assert (out / "summary.json").read_text() == summary and len(study_of(out).trials) == 8
+    old = tmp_path / "old"  # a folder of the results store from before Optuna
+    old.mkdir()
+    sqlite3.connect(old / "sweep.db").executescript("CREATE TABLE trials (id TEXT PRIMARY KEY);").close()
+    with pytest.raises(config_.ConfigError, match=r"^--out .*old holds a search of the results store from before "
+                                                  r"Optuna; choose another --out for this ablation$"):
+        _planted_ablation(old)
+    assert sorted(p.name for p in old.iterdir()) == ["sweep.db"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_same_command_resumes_every_trial_once(tiny_config, tmp_path, subprocess_env):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(tiny_config.read_text().replace("hidden = [32]", "hidden = [256, 256]")
+                   .replace("epochs = 3", "epochs = 20"))
+    out = tmp_path / "ablation"
+    cmd = [sys.executable, "-m", "tricklab.cli", "ablate", str(cfg), "--tricks", "weight_decay", "--seeds", "2",
+           "--workers", "1", "--out", str(out), "--no-report"]
+    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def checkpointed(t):
+        return t.state.name == "RUNNING" and any((out / t.user_attrs["run_dir"] / "checkpoints").glob("*.json"))
+
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            trials = study_of(out).trials
+        except Exception:  # not created yet, or being created
+            trials = []
+        if any(t.state.name == "COMPLETE" for t in trials) and any(checkpointed(t) for t in trials):
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    else:
+        pytest.fail("the ablation did not get a trial done in time")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = study_of(out).trials
+    finished = {t.params["variant"] + str(t.params["seed"]): t for t in before if t.state.name == "COMPLETE"}
+    (killed,) = [t for t in before if t.state.name == "RUNNING"]
+    folder = out / killed.user_attrs["run_dir"]
+    last = max(int(p.stem.split("-")[1]) for p in (folder / "checkpoints").glob("*.json"))
+    trained = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()][:last]
+
+    again = subprocess.run(cmd, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    assert f"{len(finished)} of 4 trials already done (1 to retry)" in again.stderr.decode()
+    after = study_of(out).trials
+    complete = {t.params["variant"] + str(t.params["seed"]): t for t in after if t.state.name == "COMPLETE"}
+    assert sorted(complete) == ["+ weight_decay0", "+ weight_decay1", "baseline0", "baseline1"]
+    assert sum(t.state.name == "COMPLETE" for t in after) == 4  # every trial once
+    for key, t in finished.items():  # finished trials were not run again
+        assert (complete[key].number, complete[key].datetime_complete) == (t.number, t.datetime_complete)
+    assert [t.state.name for t in after if t.number == killed.number] == ["FAIL"]
+    retry = complete[killed.params["variant"] + str(killed.params["seed"])]
+    assert retry.system_attrs["failed_trial"] == killed.number and retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]
+    for t in complete.values():
+        assert [row["epoch"] for row in t.user_attrs["history"]] == list(range(1, 21))  # each epoch once
+    # the retry continued from the checkpoint: the epochs trained before the kill are those it reports
+    assert retry.user_attrs["history"][:last] == trained and last >= 1
+    assert all(e["seeds"] == 2 for e in json.loads((out / "summary.json").read_text())["table"])

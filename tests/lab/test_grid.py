@@ -5,7 +5,7 @@ import pytest
 
 from tricklab import config as config_
 from tricklab.lab import grid
-from tricklab.lab.sweep import make_trials
+from tricklab.lab.ablate import make_trials
 
 
 def test_split_values_respects_brackets_and_quotes():

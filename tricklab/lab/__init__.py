@@ -1,7 +1,7 @@
 """The lab: hyperparameter search on held-out data, ablations, paper reproductions and reports.
 
     grid.py        search spaces: --grid values, --range intervals, --random N
-    store.py       the results store (SQLite): one row per trial, safe to kill at any moment
+    study.py       the Optuna study of a sweep or ablation, and its coordinator: heartbeats, retry after a kill
     trial.py       one trial: train in its run folder, score on the validation split
     metric.py      the metric a sweep ranks by and an ablation tabulates (accuracy, RMSE, ...), and its direction
     backends.py    where trials run: a local process pool, or Ray tasks on a cluster

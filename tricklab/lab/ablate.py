@@ -11,9 +11,16 @@ Each variant runs with several seeds; the table gives the mean and standard devi
 validation metric (``--metric``, see metric.py: accuracy for classification, RMSE for
 regression), of the same metric on the test split (an ablation measures, it selects nothing, so
 every trial is scored on the test split), and of the number of epochs for the validation metric
-to reach a target (by default the best value that every baseline seed reaches). Trials go
-through the same results store and backends as a sweep, so an ablation
-killed midway also resumes.
+to reach a target (by default the best value that every baseline seed reaches).
+
+Every (variant, seed) is one trial of an Optuna study, as a sweep's configurations are (by
+default ``sqlite:///ABLATION/sweep.db``, under the folder's name): enqueued with its fixed
+parameters ``variant`` (the label of its distinct configuration) and ``seed``, and run through the
+same backends and coordinator (study.py), so an ablation killed at any moment (``kill -9``
+included) and started again with the same command runs every trial to the end exactly once: the
+trials a dead coordinator left RUNNING are retried in their own run folders, which resume from
+their checkpoints, and failed trials are retried. A trial's value is its validation metric (a
+diverged run's is the worst, +-inf), its user attributes its run folder, metrics and history.
 
 What "on" means for each trick is set in ``TRICKS`` (the values below), unless the configuration
 already switches that trick on (then its own values are used), or ``on`` overrides a key.
@@ -36,16 +43,22 @@ import inspect
 import json
 import math
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
 
 from .. import config as config_
 from ..fileio import atomic_write_bytes
 from .ablation_figures import ablation_figures
 from ..stats import format_pm, mean_std
-from .backends import make_backend
+from . import grid as grid_
+from .backends import Task, make_backend
 from .metric import Metric, choose
-from .store import Store
-from .sweep import TRIAL_FN, check_options, claim_folder, default_out, make_trials, mean_and_std, run_trials
+from .study import Coordinator, check_folder, claim_study, default_storage, holds_study, lineages, open_storage
+from .sweep import TRIAL_FN, check_options, default_out, mean_and_std
 
 _AUG_OFF = {"augmentation.rotation": 0.0, "augmentation.stretch": 0.0, "augmentation.translation": 0.0,
             "augmentation.elastic": False, "augmentation.noise": 0.0}
@@ -263,6 +276,170 @@ def markdown(table: list[dict], target: float | None, metric: Metric = Metric())
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------- the trials
+@dataclass
+class Trial:
+    """One configuration at one seed: ``point`` is its distinct configuration, ``label`` its name."""
+
+    id: str
+    idx: int
+    point: int
+    label: str
+    params: dict
+    seed: int
+    config: dict
+    run_dir: str
+
+
+def make_trials(cfg: dict, points: list[dict], seeds: list[int], labels: list[str] | None = None) -> list[Trial]:
+    """One trial per (point, seed), with a validated configuration and a stable id (its hash)."""
+    from ..experiment import check_model
+
+    out = []
+    for p, point in enumerate(points):
+        label = labels[p] if labels else grid_.label(point)
+        for k, seed in enumerate(seeds):
+            trial_cfg = grid_.apply(cfg, point, seed)
+            if k == 0:
+                try:
+                    check_model(trial_cfg)
+                except config_.ConfigError as exc:
+                    raise config_.ConfigError(f"configuration {label}: {exc}") from None
+            tid = grid_.digest(trial_cfg)
+            out.append(Trial(id=tid, idx=len(out), point=p, label=label, params=point, seed=seed, config=trial_cfg,
+                             run_dir=f"runs/{p:04d}-s{seed}-{tid[:8]}"))
+    ids = [t.id for t in out]
+    if len(set(ids)) != len(ids):
+        raise config_.ConfigError("two trials of this search have the same configuration; "
+                                  "check for repeated grid values")
+    return out
+
+
+def fixed_params(trial) -> tuple:
+    """(variant, seed) of a study's trial: its parameters, or (still waiting) those it was enqueued with."""
+    params = {**getattr(trial, "system_attrs", {}).get("fixed_params", {}), **trial.params}
+    return params.get("variant"), params.get("seed")
+
+
+def distributions(trials: list[Trial]) -> dict:
+    """The study's two parameters: the variant (its distinct configuration's label) and the seed."""
+    labels = list(dict.fromkeys(t.label for t in trials))
+    seeds = list(dict.fromkeys(t.seed for t in trials))
+    return {"variant": optuna.distributions.CategoricalDistribution(labels),
+            "seed": optuna.distributions.CategoricalDistribution(seeds)}
+
+
+def enqueue(study: optuna.Study, trials: list[Trial]) -> int:
+    """Enqueue each of ``trials`` the study has no trial for yet (fixed parameters variant and seed;
+    point, label, id and run folder as user attributes); returns how many."""
+    known = {fixed_params(t) for t in study.get_trials(deepcopy=False)}
+    new = [t for t in trials if (t.label, t.seed) not in known]
+    for t in new:
+        study.enqueue_trial({"variant": t.label, "seed": t.seed},
+                            user_attrs={"point": t.point, "label": t.label, "id": t.id, "run_dir": t.run_dir})
+    return len(new)
+
+
+class Ablation(Coordinator):
+    """The coordinator of one ablation command (study.py): runs the enqueued trials, each through
+    ``trial_fn`` with the test split scored, and records each run's metrics and history."""
+
+    def __init__(self, study, storage, trials: list[Trial], metric: Metric, out: Path, trial_fn: str, log):
+        super().__init__(study, storage, log)
+        self.trials = {(t.label, t.seed): t for t in trials}
+        self.space = distributions(trials)
+        self.metric, self.out, self.trial_fn = metric, out, trial_fn
+        self.todo = 0
+
+    def ask(self, latest: dict) -> optuna.Trial:
+        """The next enqueued trial (a retry first), its parameters set as enqueued."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats outside Study.optimize: ours (study.py)
+            return self.study.ask(self.space)
+
+    def task(self, trial: optuna.Trial) -> Task | None:
+        t = self.trials.get(fixed_params(trial))
+        if t is None:  # claim_study keeps other searches out; a trial added by hand, say
+            self.fail(trial, f"{fixed_params(trial)} is no trial of this ablation")
+            return None
+        self.running[str(trial.number)] = trial
+        run_dir = str(self.out / trial.user_attrs.get("run_dir", t.run_dir))
+        return Task(str(trial.number), self.trial_fn, {"cfg": t.config, "run_dir": run_dir, "score_test": True})
+
+    def describe(self, trial: optuna.Trial) -> str:
+        variant, seed = fixed_params(trial)
+        return f"{variant} seed {seed}"
+
+    def progress(self) -> str:
+        return f"[{self.finished}/{self.todo}]"
+
+    def on_done(self, task: Task, out: dict) -> None:
+        trial = self.running.pop(task.key)
+        res = out["result"]
+        value = self.metric.value(res["metrics"])
+        finite = value is not None and math.isfinite(value)
+        try:
+            trial.set_user_attr("metrics", {**res["metrics"], "worker": out["worker"]})
+            trial.set_user_attr("history", res["history"])
+            trial.set_user_attr("seconds", out["seconds"])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # taken over by another coordinator: tell says so, and its retry records the result
+        worst = -math.inf if self.metric.maximize else math.inf
+        if self.tell(trial, float(value) if finite else worst):
+            self.log(f"{self.progress()} {self.describe(trial)}: {self.metric.name.replace('_', ' ')} "
+                     f"{f'{value:.4f}' if finite else '—'} ({out['seconds']:.1f}s)")
+
+
+STATUS = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+          TrialState.WAITING: "waiting"}
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """Every trial of the ablation (its latest attempt), in the order it was enqueued, as
+    ``{"point", "label", "seed", "status": done|failed|running|waiting, "history", "metrics", "run_dir"}``."""
+    rows = []
+    for t in lineages(study.get_trials(deepcopy=False)).values():
+        variant, seed = fixed_params(t)
+        rows.append({"point": t.user_attrs.get("point"), "label": variant, "seed": seed,
+                     "status": STATUS.get(t.state, t.state.name.lower()),
+                     "history": t.user_attrs.get("history"), "metrics": t.user_attrs.get("metrics"),
+                     "run_dir": t.user_attrs.get("run_dir"), "error": t.user_attrs.get("error")})
+    return rows
+
+
+def load_ablation(out: str | Path) -> tuple[dict, list[dict]]:
+    """(the study's user attributes: kind, command, tricks, variants, ...; ``trial_rows``) of the
+    ablation folder ``out``. FileNotFoundError when ``out/sweep.db`` holds no ablation's study."""
+    out = Path(out)
+    if not holds_study(out / "sweep.db"):
+        raise FileNotFoundError(f"{out / 'sweep.db'} holds a search of the results store from before Optuna; run "
+                                "its command again into another --out")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=out.name, storage=open_storage(default_storage(out)))
+    except KeyError:
+        raise FileNotFoundError(f"{out / 'sweep.db'} holds no study named {out.name}") from None
+    if study.user_attrs.get("kind") != "ablation":
+        raise FileNotFoundError(f"{out / 'sweep.db'} holds a {study.user_attrs.get('kind', 'search')}, "
+                                "not an ablation")
+    return dict(study.user_attrs), trial_rows(study)
+
+
+# ---------------------------------------------------------------------- the command
+def open_study(out: Path, trials: list[Trial], metric: Metric, attrs: dict):
+    """(the study of the ablation folder ``out``, its storage with heartbeats), created or resumed;
+    refused when it holds another search. ``attrs`` become its user attributes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(default_storage(out), heartbeat=True)
+    study = optuna.create_study(study_name=out.name, storage=storage, load_if_exists=True,
+                                direction="maximize" if metric.maximize else "minimize")
+    identity = {"kind": "ablation", "trial_ids": [t.id for t in trials]}  # the same command again resumes
+    claim_study(study, out, identity)
+    for key, value in {"search": identity, "kind": "ablation", **attrs}.items():
+        study.set_user_attr(key, value)
+    return study, storage
+
+
 def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path | None = None,
                  workers: int | None = None, backend: str = "local", address: str | None = None,
                  connect_timeout: float = 30.0, target: float | None = None, on: dict | None = None, trial_fn: str = TRIAL_FN,
@@ -279,16 +456,25 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
     seed_list = [cfg["run"]["seed"] + k for k in range(seeds)]
     trials = make_trials(cfg, points, seed_list, labels=labels)
     out = Path(out) if out else default_out("ablate", cfg, {"tricks": tricks, "on": on or {}, "seeds": seeds})
+    check_folder(out, "ablation")
     out.mkdir(parents=True, exist_ok=True)
     log(f"ablation: {len(names)} variants ({len(points)} distinct) x {seeds} seeds = {len(trials)} trials -> {out}")
-    with Store(out / "sweep.db") as store:
-        claim_folder(store, "ablation", [t.id for t in trials])
-        store.set_meta(kind="ablation", base_config=config_.dumps(cfg), tricks=tricks, variants=named,
-                       variant_points=index, seeds=seed_list, command=command, trial_ids=[t.id for t in trials],
-                       metric=measured.name)
-        run_trials(store, trials, make_backend(backend, workers, address, connect_timeout), fn=trial_fn, score_test=True,
-                   log=log, metric=measured)
-        rows = store.rows(ids=[t.id for t in trials])
+    study, storage = open_study(out, trials, measured, {
+        "command": command, "base_config": config_.dumps(cfg), "tricks": tricks, "variants": named,
+        "variant_points": index, "seeds": seed_list, "metric": measured.name})
+
+    ablation = Ablation(study, storage, trials, measured, out, trial_fn, log)
+    retried = ablation.reclaim() + ablation.retry_failed()
+    enqueue(study, trials)
+    done = sum(r["status"] == "done" for r in trial_rows(study))
+    ablation.todo = len(trials) - done
+    run = make_backend(backend, workers, address, connect_timeout)
+    log(f"{done} of {len(trials)} trials already done" + (f" ({retried} to retry)" if retried else "")
+        + f"; running {ablation.todo} on the {run.name} backend")
+    with ablation:
+        run.run(ablation.next_task, ablation.on_start, ablation.on_done, ablation.on_fail)
+
+    rows = trial_rows(study)
     table, target = summarize(rows, names, index, target, measured)
     summary = {"kind": "ablation", "tricks": tricks, "variants": named, "metric": measured.name, "target": target,
                "table": table, "out": str(out)}
@@ -296,4 +482,8 @@ def run_ablation(cfg: dict, tricks: list[str], seeds: int = 3, out: str | Path |
     atomic_write_bytes(out / "ablation.md", markdown(table, target, measured).encode())
     ablation_figures(out, rows, names, target, index, measured)
     log("\n" + markdown(table, target, measured))
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        log(f"warning: {failed} trial(s) failed (their error: the study's user attribute 'error'); "
+            "run the same command again to retry them")
     return summary

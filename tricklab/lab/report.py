@@ -208,12 +208,9 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _ablation_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
-    from .store import Store
+    from .ablate import load_ablation
 
-    with Store(d / "sweep.db") as store:
-        meta = store.meta()
-        ids = meta.get("trial_ids")
-        rows = store.rows(ids=ids)
+    meta, rows = load_ablation(d)
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
     body = [f"<p class=\"note\">Folder <code>{html.escape(str(d))}</code>. Command: "
             f"<code>{html.escape(meta.get('command') or '(Python API)')}</code></p>"]

@@ -14,8 +14,8 @@ The study lives in ``--storage`` (default ``sqlite:///SWEEP/sweep.db``; any data
 takes, PostgreSQL included, so that sweeps on many machines share one study), under the name of
 the sweep folder. Results are written as each trial finishes, so a sweep killed at any moment
 (``kill -9`` included) and started again with the same command runs only what is unfinished:
-the coordinator records a heartbeat for each of its running trials and its owner (host:pid);
-a trial left RUNNING by a dead owner, or whose heartbeat is older than ``GRACE`` seconds, is
+the coordinator (study.py) records a heartbeat for each of its running trials and its owner
+(host:pid); a trial left RUNNING by a dead owner, or whose heartbeat is older than ``GRACE`` seconds, is
 failed and retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) with the same parameters, in the same
 run folders, which resume from their last checkpoint. Trials that failed are retried when the
 command is run again.
@@ -36,17 +36,12 @@ import csv
 import io
 import json
 import math
-import os
-import socket
 import sys
-import threading
 import time
 import warnings
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from .. import config as config_
@@ -54,18 +49,14 @@ from ..fileio import atomic_write_bytes
 from ..stats import mean_std
 from ..train.callbacks import Callback
 from . import grid as grid_
-from .backends import WAIT, Task, make_backend, resolve
+from .backends import Task, make_backend, resolve
 from .metric import DEFAULTS, Metric, choose
-from .store import Trial, claim_folder, holds_study, make_trials, run_trials  # noqa: F401 (ablate.py's)
+from .study import STATES, Coordinator, check_folder, claim_study, default_storage, lineages, open_storage, root
 
 TRIAL_FN = "tricklab.lab.trial:run_trial"
 TEST_FN = "tricklab.experiment:evaluate_run"
 STUDY_TRIAL_FN = "tricklab.lab.sweep:run_study_trial"
 PRUNERS = ("none", "median", "hyperband")
-HEARTBEAT = 5   # seconds between two heartbeats of a running trial
-GRACE = 30      # a RUNNING trial without a heartbeat for this long is failed and retried
-STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-          TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 
 
 def check_options(seeds: int, workers: int | None, connect_timeout: float) -> None:
@@ -140,29 +131,6 @@ def select_best(table: list[dict], metric: Metric = Metric()) -> dict:
 
 
 # ---------------------------------------------------------------------- the study
-def default_storage(out: Path) -> str:
-    return f"sqlite:///{(out / 'sweep.db').resolve()}"
-
-
-def open_storage(url: str, heartbeat: bool = False) -> optuna.storages.RDBStorage:
-    """The study's database; SQLite waits up to a minute for a lock (workers report into it too).
-    ``heartbeat``: the coordinator's, which fails stale trials and retries them."""
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    if not heartbeat:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                                          heartbeat_stale_trial_callback=_retry())
-
-
-def _retry() -> RetryHeartbeatStaleTrialCallback:
-    """Optuna's retry: a WAITING copy of a failed trial (parameters, attributes, reported values)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-
-
 def make_pruner(name: str, max_steps: int) -> optuna.pruners.BasePruner:
     """none; median: stop a trial whose value at a step is worse than the median of the earlier
     trials' at that step (after 5 trials); hyperband: successive halving in brackets, from one
@@ -176,137 +144,26 @@ def make_pruner(name: str, max_steps: int) -> optuna.pruners.BasePruner:
     raise config_.ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
-def root(trial) -> int:
-    """The trial a (retried) trial stands for: its first attempt's number."""
-    return trial.system_attrs.get("failed_trial", trial.number)
-
-
-def lineages(trials) -> dict[int, object]:
-    """``{root: its latest attempt}`` over ``trials`` (FrozenTrials)."""
-    out: dict[int, object] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        out[root(t)] = t
-    return out
-
-
-def claim_study(study: optuna.Study, out: Path, identity: dict) -> None:
-    """Refuse a study that holds another search (other base, space, seeds, sampler or pruner), or
-    this one ranked by another metric; the same command again resumes it."""
-    held = study.user_attrs.get("search")
-    if held is None or held == identity:
-        return
-    if {**held, "metric": identity["metric"]} == identity:
-        raise config_.ConfigError(
-            f"--out {out} holds this sweep ranked by {held['metric']}; ranking it by {identity['metric']} needs "
-            "another --out (the test split is scored once, for the configuration one metric chooses)")
-    command = study.user_attrs.get("command") or "started from Python"
-    raise config_.ConfigError(f"--out {out} holds another sweep ({command}); choose another --out for this sweep, "
-                              "or run that command again to resume it")
-
-
-def _alive(owner: str | None) -> bool | None:
-    """Whether the coordinator ``owner`` (host:pid) lives; None when it is not on this machine."""
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-class Search:
-    """The coordinator of one sweep command: asks the study for trials (``next_task``) as workers
-    free up, records their results (``on_done``, ``on_fail``) and heartbeats, and takes back the
-    trials of a dead coordinator."""
+class Search(Coordinator):
+    """The coordinator of one sweep command (study.py): asks the sampler for trials as workers free
+    up, and records each trial's mean validation metric over its seeds (or its pruning)."""
 
     def __init__(self, study, storage, space, cfg, seeds, sampler, sample_seed, n_trials, metric, pruner, out,
                  storage_url, trial_fn, log):
-        self.study, self.storage, self.space, self.cfg, self.seeds = study, storage, space, cfg, seeds
+        super().__init__(study, storage, log)
+        self.space, self.cfg, self.seeds = space, cfg, seeds
         self.sampler, self.sample_seed, self.n_trials, self.metric = sampler, sample_seed, n_trials, metric
-        self.pruner, self.out, self.storage_url, self.trial_fn, self.log = pruner, out, storage_url, trial_fn, log
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.running: dict[str, optuna.Trial] = {}
-        self.failed_here: set[int] = set()
-        self.finished = 0
-        self._stop = threading.Event()
+        self.pruner, self.out, self.storage_url, self.trial_fn = pruner, out, storage_url, trial_fn
 
-    # ------------------------------------------------------------------ heartbeats and takeover
-    def beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT):
-            for trial in list(self.running.values()):
-                try:
-                    self.storage.record_heartbeat(trial._trial_id)
-                except Exception:  # a missed beat is retried; the trial is failed only after GRACE
-                    pass
+    def more(self, latest: dict) -> bool:
+        return len(latest) < self.n_trials
 
-    def __enter__(self):
-        self._thread = threading.Thread(target=self.beat, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def fail_and_retry(self, trial) -> None:
-        try:
-            if not self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                return
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return
-        _retry()(self.study, self.storage.get_trial(trial._trial_id))
-
-    def reclaim(self) -> int:
-        """Fail and retry the RUNNING trials of a dead coordinator on this machine, those that never
-        had a heartbeat for GRACE seconds, and (Optuna's heartbeat check) any with a stale heartbeat."""
-        mine = {t._trial_id for t in self.running.values()}
-        old = datetime.now() - timedelta(seconds=GRACE)
-        n = 0
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id in mine:
-                continue
-            owner = t.user_attrs.get("owner")
-            if _alive(owner) is False or (owner is None and t.datetime_start and t.datetime_start < old):
-                self.fail_and_retry(t)
-                n += 1
+    def ask(self, latest: dict) -> optuna.Trial:
+        """A trial from the sampler, seeded by its place in the search (a WAITING retry first)."""
+        self.study.sampler = grid_.make_sampler(self.sampler, self.space, self.sample_seed, len(latest))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
-        return n
-
-    def retry_failed(self) -> int:
-        """Queue again every trial whose latest attempt failed in an earlier command."""
-        failed = [t for t in lineages(self.study.get_trials(deepcopy=False)).values() if t.state == TrialState.FAIL]
-        for t in failed:
-            _retry()(self.study, t)
-        return len(failed)
-
-    # ------------------------------------------------------------------ the backend's side
-    def next_task(self):
-        """The next trial to run, WAIT while trials of another coordinator are still RUNNING, or None."""
-        self.reclaim()
-        while True:
-            latest = lineages(self.study.get_trials(deepcopy=False))
-            waiting = any(t.state == TrialState.WAITING for t in latest.values())
-            if not waiting and len(latest) >= self.n_trials:
-                foreign = [t for t in latest.values() if t.state == TrialState.RUNNING and str(t.number)
-                           not in self.running]
-                return WAIT if foreign else None
-            self.study.sampler = grid_.make_sampler(self.sampler, self.space, self.sample_seed, len(latest))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # GridSampler on an exhausted grid, CMA-ES on categorical keys
-                trial = self.study.ask(self.space.distributions())
-            trial.set_user_attr("owner", self.owner)
-            self.storage.record_heartbeat(trial._trial_id)
-            task = self.task(trial)
-            if task is not None:
-                return task
+            warnings.simplefilter("ignore")  # GridSampler on an exhausted grid, CMA-ES on categorical keys
+            return self.study.ask(self.space.distributions())
 
     def task(self, trial: optuna.Trial) -> Task | None:
         """The task of ``trial``: its configuration at every seed; None (and the trial failed) if
@@ -333,9 +190,6 @@ class Search:
         runs = [{"cfg": c, "run_dir": str(self.out / d)} for c, d in zip(cfgs, run_dirs)]
         return Task(str(trial.number), STUDY_TRIAL_FN, {"trial_fn": self.trial_fn, "runs": runs, "report": report})
 
-    def on_start(self, task: Task, worker: str) -> None:
-        self.running[task.key].set_user_attr("worker", worker)
-
     def on_done(self, task: Task, out: dict) -> None:
         trial = self.running.pop(task.key)
         res = out["result"]
@@ -344,36 +198,18 @@ class Search:
         trial.set_user_attr("runs", runs)
         values = [self.metric.value(r["metrics"]) for r in runs]
         label = f"trial {root(self.storage.get_trial(trial._trial_id))} ({trial.user_attrs.get('label', '')})"
-        try:
-            if res["pruned"]:
-                self.study.tell(trial, state=TrialState.PRUNED)
-                text = f"PRUNED after {len(runs[-1]['history'])} epoch(s) of seed {len(runs) - 1}"
-            elif any(v is None or not math.isfinite(v) for v in values):
-                self.fail(trial, f"no finite {self.metric.name} in its scores")
-                return
-            else:
-                value = float(sum(values) / len(values))
-                self.study.tell(trial, value)
-                text = f"{self.metric.name.replace('_', ' ')} {value:.4f}"
-        except optuna.exceptions.UpdateFinishedTrialError:
-            self.log(f"{label}: taken over by another coordinator (its heartbeat was late); its retry records it")
+        if res["pruned"]:
+            told = self.tell(trial, state=TrialState.PRUNED, label=label)
+            text = f"PRUNED after {len(runs[-1]['history'])} epoch(s) of seed {len(runs) - 1}"
+        elif any(v is None or not math.isfinite(v) for v in values):
+            self.fail(trial, f"no finite {self.metric.name} in its scores")
             return
-        self.finished += 1
-        self.log(f"[{self.finished}] {label}: {text} ({out['seconds']:.1f}s)")
-
-    def on_fail(self, task: Task, error: str) -> None:
-        self.fail(self.running.pop(task.key), error)
-
-    def fail(self, trial: optuna.Trial, error: str) -> None:
-        self.running.pop(str(trial.number), None)
-        trial.set_user_attr("error", error[-4000:])
-        try:
-            self.study.tell(trial, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return
-        self.failed_here.add(trial.number)
-        self.finished += 1
-        self.log(f"[{self.finished}] trial {trial.number}: FAILED\n{error}")
+        else:
+            value = float(sum(values) / len(values))
+            told = self.tell(trial, value, label=label)
+            text = f"{self.metric.name.replace('_', ' ')} {value:.4f}"
+        if told:
+            self.log(f"{self.progress()} {label}: {text} ({out['seconds']:.1f}s)")
 
 
 # ---------------------------------------------------------------------- the worker's side
@@ -494,8 +330,8 @@ def run_sweep(cfg: dict, space: grid_.Space, out: str | Path | None = None, seed
     if ranked.name != DEFAULTS[cfg["loss"]["name"]]:
         what["metric"] = ranked.name
     out = Path(out) if out else default_out("sweep", cfg, {**what, "trials": n_trials})
-    if storage is None and (out / "sweep.db").exists() and not holds_study(out / "sweep.db"):
-        raise config_.ConfigError(f"--out {out} holds an ablation; choose another --out for this sweep")
+    if storage is None:
+        check_folder(out, "sweep")
     out.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
