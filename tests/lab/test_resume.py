@@ -73,8 +73,10 @@ def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env)
         assert [u.state.name for u in after if u.number == t.number] == ["FAIL"]
         retry = complete[t.params["optimizer.lr"]]
         assert retry.system_attrs["failed_trial"] == t.number
-        assert retry.user_attrs["run_dirs"] == t.user_attrs["run_dirs"] and retry.user_attrs["run_dirs"][0][:9] == \
-            f"runs/{t.number:04d}"
+        # a trial asked for just before the kill may not have recorded its folders yet (two workers)
+        if "run_dirs" in t.user_attrs:
+            assert retry.user_attrs["run_dirs"] == t.user_attrs["run_dirs"]
+        assert retry.user_attrs["run_dirs"][0][:9] == f"runs/{t.number:04d}"
     for t in complete.values():
         assert _histories(t) == [[1, 2, 3, 4, 5, 6]] * 2  # a resumed run has each epoch exactly once
         assert sorted(t.intermediate_values) == list(range(1, 13))  # seed k, epoch e: step 6 k + e
