@@ -208,7 +208,7 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _ablation_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
-    from .ablate import load_ablation
+    from .ablate import epochs_text, load_ablation, summarize
 
     meta, rows = load_ablation(d)
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
@@ -216,35 +216,30 @@ def _ablation_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
             f"<code>{html.escape(meta.get('command') or '(Python API)')}</code></p>"]
     done = sum(r["status"] == "done" for r in rows)
     body.append(f"<p>{done} of {len(rows)} trials finished; seeds {meta.get('seeds')}.</p>")
-    if meta.get("kind") == "ablation":
-        names = list(meta["variants"])
-        index = meta.get("variant_points")
-        from .ablate import epochs_text, summarize
-
-        metric = Metric(meta.get("metric", "val_accuracy"))
-        val, test = metric.key("val"), metric.key("test")
-        table, target = summarize(rows, names, index, summary["target"] if summary else None, metric)
-        paths = ablation_figures(figs_dir, rows, names, target, index, metric)
-        head = ["variant", metric.header("validation"), metric.header("test"),
-                f"epochs to {metric.target_text(target)} (reached)", "epochs run"]
-        trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
-                metric.format(e[val], e[val + "_std"], e["seeds"]),
-                metric.format(e[test], e[test + "_std"], e["seeds"]),
-                f"{epochs_text(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'])} "
-                f"({e['reached_target']}/{e['seeds']})",
-                epochs_text(e["epochs_run"], e["epochs_run_std"], e["seeds"])] for e in table]
-        body += ["<h2>Ablation</h2>",
-                 f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds "
-                 "(a variant with one seed shows its value and n=1); "
-                 "each trial is scored on the test split once, after training (an ablation selects nothing).</p>",
-                 _table(head, trs), "<h2>Figures</h2>",
-                 _img(paths[0], f"{metric.title()} per epoch, mean and min-max over seeds"),
-                 _img(paths[1], f"{metric.title('test')} per variant"), "<h2>Variants</h2>",
-                 _table(["variant", "keys set"], [[n, ", ".join(_setting(k, v) for k, v in ks.items())]
-                                                  for n, ks in meta["variants"].items()])]
-        return "Ablation: " + ", ".join(meta["tricks"]), body
-    raise FileNotFoundError(f"{d / 'sweep.db'} holds a sweep of the results store before Optuna; run its command "
-                            "again into another --out")
+    names = list(meta["variants"])
+    index = meta.get("variant_points")
+    metric = Metric(meta.get("metric", "val_accuracy"))
+    val, test = metric.key("val"), metric.key("test")
+    table, target = summarize(rows, names, index, summary["target"] if summary else None, metric)
+    paths = ablation_figures(figs_dir, rows, names, target, index, metric)
+    head = ["variant", metric.header("validation"), metric.header("test"),
+            f"epochs to {metric.target_text(target)} (reached)", "epochs run"]
+    trs = [[e["variant"] + (f" (= {', '.join(e['same_as'])})" if e.get("same_as") else ""),
+            metric.format(e[val], e[val + "_std"], e["seeds"]),
+            metric.format(e[test], e[test + "_std"], e["seeds"]),
+            f"{epochs_text(e['epochs_to_target'], e['epochs_to_target_std'], e['reached_target'])} "
+            f"({e['reached_target']}/{e['seeds']})",
+            epochs_text(e["epochs_run"], e["epochs_run_std"], e["seeds"])] for e in table]
+    body += ["<h2>Ablation</h2>",
+             f"<p>Tricks: {html.escape(', '.join(meta['tricks']))}. Mean ± standard deviation over seeds "
+             "(a variant with one seed shows its value and n=1); "
+             "each trial is scored on the test split once, after training (an ablation selects nothing).</p>",
+             _table(head, trs), "<h2>Figures</h2>",
+             _img(paths[0], f"{metric.title()} per epoch, mean and min-max over seeds"),
+             _img(paths[1], f"{metric.title('test')} per variant"), "<h2>Variants</h2>",
+             _table(["variant", "keys set"], [[n, ", ".join(_setting(k, v) for k, v in ks.items())]
+                                              for n, ks in meta["variants"].items()])]
+    return "Ablation: " + ", ".join(meta["tricks"]), body
 
 
 def _sweep_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
