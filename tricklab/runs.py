@@ -18,6 +18,8 @@ import numpy as np
 
 from .data.normalize import Standardizer
 from .errors import TricklabError
+from .nn.activation import sigmoid
+from .nn.loss import log_softmax
 from .nn.module import Module
 from .fileio import atomic_write_bytes
 
@@ -73,9 +75,8 @@ class Run:
         if self.loss == "mse":
             raise PredictError("a regression run (loss.name = \"mse\") has no probabilities; use predict")
         if self.loss == "bce_with_logits":
-            return 1.0 / (1.0 + np.exp(-out))
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+            return sigmoid(out)
+        return np.exp(log_softmax(out))
 
 
 def load_run(run_dir: str | Path) -> Run:
