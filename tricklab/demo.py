@@ -14,7 +14,6 @@ validation curves on shared axes) and ``reproduction.json`` / ``table.md``, the 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -183,9 +182,9 @@ def write_demo_report(root: Path, configs: dict[str, dict], results: dict[str, d
     from .lab.reproduce.common import Reproduction
     from .lab.report import write_report
     from .report.plots import save_figure
+    from .train.history import read_history
 
-    histories = {name: [json.loads(line) for line in (root / name / "history.jsonl").read_text().splitlines() if line]
-                 for name in configs}
+    histories = {name: read_history(root / name) for name in configs}
     tests = {name: m["test_accuracy"] for name, m in results.items()}
     data, epochs = configs["plain"]["data"]["name"], configs["plain"]["train"]["epochs"]
     record = Reproduction(

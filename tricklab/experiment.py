@@ -652,7 +652,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, *, resume: str = "never", 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     start = time.perf_counter()
     exp = build(cfg, run_dir=run_dir, progress=progress, log=log)
-    callbacks = [*logging_callbacks(cfg, run_dir, exp), *callbacks]
+    callbacks = [*logging_callbacks(cfg, run_dir), *callbacks]
     if run_dir is None:
         return _fit_and_score(exp, None, start, callbacks, score_test, plots)
     run_dir = Path(run_dir)
@@ -667,7 +667,7 @@ def run(cfg: dict, run_dir: str | Path | None = None, *, resume: str = "never", 
     return result
 
 
-def logging_callbacks(cfg: dict, run_dir: Path | None, exp: Experiment) -> list:
+def logging_callbacks(cfg: dict, run_dir: Path | None) -> list:
     """The callbacks a configuration asks for: ``train.max_steps``, and what ``[logging]`` switches on
     (probe, TensorBoard), writing into ``run_dir``."""
     section = cfg.get("logging") or {}

@@ -17,6 +17,7 @@ import numpy as np
 from ..fileio import atomic_write_bytes
 from .ablation_figures import ablation_figures
 from ..report.plots import integer_epochs, pyplot, save_figure, seed_band
+from ..train.history import read_history
 from .metric import Metric
 
 
@@ -346,7 +347,7 @@ def _run_body(d: Path, figs_dir: Path) -> tuple[str, list[str]]:
     from ..report.plots import plot_history
 
     metrics = json.loads((d / "metrics.json").read_text())
-    history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines() if line]
+    history = read_history(d)
     path = plot_history(history, figs_dir / "curves.png", title=d.name)
     rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
     body = ["<h2>Final scores</h2>", _table(["metric", "value"], rows), "<h2>Curves</h2>",

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .. import config as config_
 from ..experiment import run
-from ..fileio import atomic_write_bytes
 from ..train.history import read_history
 from ..train.runlock import hold_run_folder
 
@@ -49,7 +48,6 @@ def run_trial(cfg: dict, run_dir: str | Path, score_test: bool = False, callback
             return done
         if (run_dir / "config.toml").exists() and (run_dir / "config.toml").read_text() != config_.dumps(cfg):
             raise FileExistsError(f"{run_dir} holds a run of another configuration")
-        atomic_write_bytes(run_dir / "config.toml", config_.dumps(cfg).encode())
         result = run(cfg, run_dir, resume="auto", callbacks=callbacks, score_test=score_test, progress=False,
                      log=lambda msg: None, plots=False, hold=False)
         return {"history": result.history, "metrics": result.metrics, "reused": False}

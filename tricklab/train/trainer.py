@@ -30,10 +30,9 @@ from ..nn.activity import activity_penalty
 from ..nn.module import Module
 from ..nn.normalization import _BatchNorm, recompute_batchnorm_statistics
 from .callbacks import Callback, CallbackList, Checkpoint, EpochLog, HistoryFiles, ProgressBar, StepSchedulers
-from .checkpoint import load_latest, save_checkpoint
+from .checkpoint import load_latest
 from .early_stopping import EarlyStopping
 from .evaluate import evaluate
-from .history import write_history
 from .metrics import Accuracy
 
 
@@ -241,16 +240,10 @@ class Trainer:
     def _callbacks_for_fit(self, extra) -> CallbackList:
         """The trainer's callbacks, this fit's, then the writers (history files, checkpoint) last;
         checkpointed state waiting for a callback of this fit is loaded into it now."""
-        extra = list(extra)
-        for cb in extra:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be tricklab.train.Callback instances, got {type(cb).__name__}")
-        cbs = [cb for cb in self.callbacks.callbacks + extra if not cb.last]
-        writers = [cb for cb in self.callbacks.callbacks + extra if cb.last]
-        if self.run_dir is not None:
-            writers += [Checkpoint(self.run_dir), HistoryFiles(self.run_dir)]
-        self.callbacks = CallbackList(self.callbacks.callbacks, self)  # the persistent ones, unchanged
-        fit_list = CallbackList(cbs + writers, self)
+        writers = [Checkpoint(self.run_dir), HistoryFiles(self.run_dir)] if self.run_dir is not None else []
+        every = self.callbacks.callbacks + list(extra) + writers
+        last = lambda cb: isinstance(cb, Callback) and cb.last  # noqa: E731  (CallbackList names a non-callback)
+        fit_list = CallbackList(sorted(every, key=last), self)  # stable: the writers after all others
         for key, cb in fit_list.keyed().items():
             if key in self._pending_state:
                 cb.load_state_dict(self._pending_state.pop(key))
@@ -268,12 +261,10 @@ class Trainer:
                 g.bit_generator.state = state[k]
 
     # ------------------------------------------------------------------ state
-    def _stateful_callbacks(self) -> dict:
-        cbs = getattr(self, "_fit_callbacks", None) or self.callbacks
-        return {key: cb for key, cb in cbs.keyed().items() if cb.state_dict() is not None}
-
     def state_dict(self) -> dict:
-        callbacks = {key: cb.state_dict() for key, cb in self._stateful_callbacks().items()}
+        cbs = getattr(self, "_fit_callbacks", None) or self.callbacks
+        states = {key: cb.state_dict() for key, cb in cbs.keyed().items()}
+        callbacks = {key: state for key, state in states.items() if state is not None}
         return {
             "epoch": self.epoch,
             "step_count": self.step_count,
@@ -293,26 +284,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         saved = dict(state.get("callbacks") or _callbacks_of_old_checkpoint(state))
         for key, cb in self.callbacks.keyed().items():
-            if key in saved:
+            if key in saved:  # StepSchedulers' is always there; it refuses another number of schedulers
                 cb.load_state_dict(saved.pop(key))
-            elif cb.state_dict() is not None and key != "StepSchedulers":
-                continue  # a callback the checkpoint predates starts afresh
-            elif key == "StepSchedulers" and self.schedulers:
-                raise ValueError(f"checkpoint has 0 schedulers, this run {len(self.schedulers)}")
-        self._pending_state = saved
+        self._pending_state = saved  # a callback the checkpoint predates starts afresh
         for k, s in state["generators"].items():
             if k not in self.generators:
                 raise KeyError(f"checkpoint has a random generator {k!r} that this run does not have")
             self.generators[k].bit_generator.state = s
         self.history = list(state["history"])
         self.extra_state = dict(state.get("extra") or {})
-
-    def save(self) -> None:
-        """Checkpoint and history files, each written atomically (no-op without ``run_dir``)."""
-        if self.run_dir is None:
-            return
-        self.last_checkpoint = save_checkpoint(self.run_dir / "checkpoints", self.epoch, self.state_dict())
-        write_history(self.run_dir, self.history)
 
     def resume(self) -> bool:
         """Load the newest intact checkpoint from ``run_dir``; False if there is none."""
