@@ -161,6 +161,73 @@ def test_float64_agrees_with_torch_to_1e_10():
         np.testing.assert_allclose(value, reference[name], rtol=1e-10, atol=1e-10, err_msg=name)
 
 
+# ----------------------------------------------------------------------------- the batch in chunks
+CHUNKED = [
+    (dict(in_channels=4, out_channels=6, kernel_size=3, padding=1, groups=2), (5, 4, 6, 7)),
+    (dict(in_channels=3, out_channels=2, kernel_size=(2, 3), stride=(2, 1), dilation=(1, 2), padding_mode="reflect",
+          padding=2), (4, 3, 5, 6)),
+    (dict(in_channels=2, out_channels=3, kernel_size=2, bias=False), (3, 2, 4, 4)),
+]
+
+
+def _chunk_bytes(layer, x_shape, examples):
+    """A column budget that gives chunks of ``examples`` examples."""
+    ho, wo = layer.output_shape(x_shape[1:])[1:]
+    kh, kw = layer.kernel_size
+    rows = max(layer.in_channels * kh * kw, layer.out_channels)
+    return examples * rows * ho * wo * np.dtype(layer.dtype).itemsize
+
+
+@pytest.mark.parametrize("kwargs,x_shape", CHUNKED)
+@pytest.mark.parametrize("examples", [1, 2])
+def test_chunks_match_the_whole_batch_and_torch(kwargs, x_shape, examples):
+    whole = nn.Conv2d(**kwargs, rng=0, dtype=np.float64)
+    chunked = nn.Conv2d(**kwargs, rng=0, dtype=np.float64)
+    chunked.column_bytes = _chunk_bytes(chunked, x_shape, examples)
+    assert len(chunked._chunks(x_shape[0], *chunked.output_shape(x_shape[1:])[1:])) == -(-x_shape[0] // examples)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    gy = rng.standard_normal((x_shape[0], *whole.output_shape(x_shape[1:])))
+    whole(x), chunked(x)
+    assert whole._cols is not None  # one chunk: forward keeps the columns
+    assert chunked._cols is None and chunked._x is not None  # chunks: only x, backward rebuilds the columns
+    expected = tricklab_pass(whole, x, gy)
+    assert whole._cols is None  # dX was written over them
+    np.testing.assert_allclose(whole.backward(gy), expected["input_grad"], rtol=1e-12, atol=1e-12)  # rebuilt from x
+    got = tricklab_pass(chunked, x, gy)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+    for dtype in (np.float32, np.float64):
+        layer = nn.Conv2d(**kwargs, rng=1, dtype=dtype)
+        layer.column_bytes = _chunk_bytes(layer, x_shape, examples)
+        check_parity(layer, x_shape, seed=examples)
+
+
+def test_chunked_backward_parameters_and_gradcheck():
+    layer = nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=np.float64)
+    layer.column_bytes = 1  # one example a chunk
+    x = np.random.default_rng(2).standard_normal((3, 2, 4, 5))
+    result = gradcheck(layer, x)
+    assert result.ok
+    gy = np.random.default_rng(3).standard_normal((3, 3, 4, 5))
+    layer.zero_grad()
+    layer(x)
+    layer.backward(gy)
+    once = {k: p.grad.copy() for k, p in layer.named_parameters()}
+    layer.zero_grad()
+    layer(x)
+    assert layer.backward_parameters(gy) is None
+    for k, p in layer.named_parameters():
+        np.testing.assert_array_equal(p.grad, once[k], err_msg=k)
+
+
+def test_inference_mode_keeps_nothing_for_backward():
+    layer = nn.Conv2d(2, 3, 3, rng=0)
+    with nn.inference_mode():
+        layer(np.ones((2, 2, 5, 5), dtype=np.float32))
+    assert layer._cols is None and layer._x is None
+
+
 # ----------------------------------------------------------------------------- finite differences
 @pytest.mark.parametrize("kwargs,x_shape", [
     (dict(in_channels=2, out_channels=3, kernel_size=3), (2, 2, 5, 5)),

@@ -85,9 +85,17 @@ class Conv2d(Module):
         Y[g] = W[g] X[g]          dW[g] = Gy[g] X[g]^T          dX[g] = W[g]^T Gy[g]
 
     and col2im adds dX back into dLoss/dxp by a loop over the kh kw kernel offsets (u, v), each
-    one a strided slice add over every n, c', i, j at once. The columns are kept from forward
-    to backward (not in :func:`~tricklab.nn.inference.inference_mode`, where the output also goes
-    into an array reused by the next call). ``backward_parameters`` skips dX and col2im.
+    one a strided slice add over every n, c', i, j at once. The columns hold C kh kw / s^2
+    copies of the input, so the batch is taken in chunks of examples whose columns (and
+    grouped outputs) fit in ``column_bytes`` (8 MiB; a class attribute, settable per layer): the
+    columns of a chunk are the (n, i, j) of its examples, a contiguous block of X's last axis,
+    and every product above splits along it (dW sums the chunks' products); each chunk is
+    padded on its own. When the whole batch is one chunk the columns are kept from forward to
+    backward; otherwise forward keeps only x and backward rebuilds each chunk's columns (one
+    more im2col copy per chunk). dX is written over the columns once dW has used them (kept ones
+    too: a second backward rebuilds them from x). Nothing is kept in
+    :func:`~tricklab.nn.inference.inference_mode`, where the output also goes into an array
+    reused by the next call. ``backward_parameters`` skips dX and col2im.
 
     ``kernel_size``, ``stride``, ``dilation`` and ``padding`` are an int or a pair (height,
     width); ``padding`` may also be "valid" (none) or "same" (the output keeps H and W, stride
@@ -102,6 +110,8 @@ class Conv2d(Module):
     bias is drawn from the same interval, as in torch. Unlike torch, an unbatched (C, H, W)
     input is refused: add the batch axis.
     """
+
+    column_bytes = 8 * 2**20  # the most memory one chunk's im2col columns (or grouped output) may take
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
@@ -124,7 +134,7 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         self._pad = _pads(padding, self.kernel_size, self.stride, self.dilation)
         self._conv_parameters(bias, init, as_generator(rng))
-        self._x_shape = self._cols = None
+        self._x = self._cols = None
 
     def _conv_parameters(self, bias: bool, init, rng: np.random.Generator) -> None:
         """weight (O, C/G, kh, kw) from ``init``, then bias (O,) ~ U[-1/sqrt(fan_in), 1/sqrt(fan_in)], as torch."""
@@ -193,26 +203,42 @@ class Conv2d(Module):
         return p_h.T @ gxp @ p_w
 
     # ----------------------------------------------------------------- passes
+    def _chunks(self, n: int, ho: int, wo: int) -> list[slice]:
+        """The batch as slices of examples whose columns (C kh kw rows) and grouped output (O rows)
+        each take at most ``column_bytes`` (one example at least)."""
+        kh, kw = self.kernel_size
+        per_example = max(self.in_channels * kh * kw, self.out_channels) * ho * wo * np.dtype(self.dtype).itemsize
+        size = max(1, min(n, int(self.column_bytes // max(per_example, 1))))
+        return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
     def forward(self, x):
         x = self._cast_input(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self._name()} got input of shape {x.shape}; expected (N, {self.in_channels}, H, W)")
         n = x.shape[0]
         ho, wo = self._output_hw(*x.shape[2:])
-        cols = self._columns(self._padded(x), ho, wo)
-        g, o_g = self.groups, self.out_channels // self.groups
-        y_groups = self._scratch("_y_groups", (g, o_g, cols.shape[2]))
-        np.matmul(self.weight.data.reshape(g, o_g, -1), cols, out=y_groups)  # Y[g] = W[g] X[g]
         inference = is_inference_mode()  # then nothing kept for backward, the output array reused
         shape = (n, self.out_channels, ho, wo)
         y = output_buffer(self, shape) if inference else np.empty(shape, dtype=self.dtype)
-        y_by_group = y_groups.reshape(g, o_g, n, ho * wo).transpose(2, 0, 1, 3)  # (N, G, O/G, H'W')
-        if self.bias is not None:
-            np.add(y_by_group, self.bias.data.reshape(1, g, o_g, 1), out=y.reshape(n, g, o_g, ho * wo))
-        else:
-            np.copyto(y.reshape(n, g, o_g, ho * wo), y_by_group)
-        self._x_shape, self._cols = (None, None) if inference else (x.shape, cols)
+        chunks = self._chunks(n, ho, wo)
+        for chunk in chunks:
+            cols = self._columns(self._padded(x[chunk]), ho, wo)
+            self._write_output(y[chunk], cols)
+        self._x = None if inference else x
+        self._cols = cols if len(chunks) == 1 and not inference else None
         return y
+
+    def _write_output(self, y: np.ndarray, cols: np.ndarray) -> None:
+        """y = W X + b for the examples of one chunk, y of shape (n, O, H', W')."""
+        n, g, o_g = y.shape[0], self.groups, self.out_channels // self.groups
+        hw = y.shape[2] * y.shape[3]
+        y_groups = self._scratch_view("_by_group", (g, o_g, cols.shape[2]))
+        np.matmul(self.weight.data.reshape(g, o_g, -1), cols, out=y_groups)  # Y[g] = W[g] X[g]
+        y_by_group = y_groups.reshape(g, o_g, n, hw).transpose(2, 0, 1, 3)  # (N, G, O/G, H'W')
+        if self.bias is not None:
+            np.add(y_by_group, self.bias.data.reshape(1, g, o_g, 1), out=y.reshape(n, g, o_g, hw))
+        else:
+            np.copyto(y.reshape(n, g, o_g, hw), y_by_group)
 
     def _columns(self, xp: np.ndarray, ho: int, wo: int) -> np.ndarray:
         """im2col: X[g, (c, u, v), (n, i, j)] = xp[n, g C/G + c, s i + d u, s j + d v], shape (G, C/G kh kw, N H' W').
@@ -222,55 +248,73 @@ class Conv2d(Module):
         spans = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
         windows = sliding_window_view(xp, spans, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
         n, c = xp.shape[:2]
-        cols = self._scratch("_cols_buffer", (c, kh, kw, n, ho, wo))
+        cols = self._scratch_view("_cols_buffer", (c, kh, kw, n, ho, wo))
         np.copyto(cols, windows.transpose(1, 4, 5, 0, 2, 3))
         return cols.reshape(self.groups, (c // self.groups) * kh * kw, n * ho * wo)
 
-    def _grad_by_group(self, grad_output) -> np.ndarray:
-        """Gy[g, o, (n, i, j)] = dLoss/dy[n, g O/G + o, i, j], of shape (G, O/G, N H' W').
-
-        The gradient is refused unless it has the shape of the last output."""
+    def _checked_grad(self, grad_output) -> np.ndarray:
+        """dLoss/dy as an array of the layer's dtype, refused unless it has the shape of the last output."""
         g = np.asarray(grad_output, dtype=self.dtype)
-        n, _, height, width = self._saved("_x_shape")
+        n, _, height, width = self._saved("_x").shape
         expected = (n, self.out_channels, *self._output_hw(height, width))
         if g.shape != expected:
             raise ValueError(f"{self._name()}.backward got a gradient of shape {g.shape}; expected the output's "
                              f"shape {expected} (N, {self.out_channels}, H', W')")
-        groups, o_g = self.groups, self.out_channels // self.groups
-        gy = self._scratch("_gy_groups", (groups, o_g, n, expected[2] * expected[3]))
+        return g
+
+    def _grad_by_group(self, g: np.ndarray) -> np.ndarray:
+        """Gy[g, o, (n, i, j)] = dLoss/dy[n, g O/G + o, i, j] of one chunk's examples, shape (G, O/G, N H' W')."""
+        n, groups, o_g = g.shape[0], self.groups, self.out_channels // self.groups
+        gy = self._scratch_view("_by_group", (groups, o_g, n, g.shape[2] * g.shape[3]))
         np.copyto(gy, g.reshape(n, groups, o_g, -1).transpose(1, 2, 0, 3))
         return gy.reshape(groups, o_g, -1)
 
     def backward(self, grad_output):
-        gy = self._grad_by_group(grad_output)
-        self._accumulate_parameter_grads(gy)
-        return self._input_grad(gy)
+        return self._backward(grad_output, input_grad=True)
 
     def backward_parameters(self, grad_output):
-        self._accumulate_parameter_grads(self._grad_by_group(grad_output))
+        self._backward(grad_output, input_grad=False)
 
-    def _accumulate_parameter_grads(self, gy: np.ndarray) -> None:
+    def _backward(self, grad_output, input_grad: bool):
+        """Chunk by chunk: the parameter gradients, then (``input_grad``) dLoss/dx."""
+        g = self._checked_grad(grad_output)
+        x = self._x
+        n, c, height, width = x.shape
+        ho, wo = g.shape[2:]
+        chunks = self._chunks(n, ho, wo)
+        kept = self._cols if len(chunks) == 1 else None
+        (top, bottom), (left, right) = self._pad
+        gxp = np.zeros((n, c, height + top + bottom, width + left + right), dtype=self.dtype) if input_grad else None
+        for chunk in chunks:
+            gy = self._grad_by_group(g[chunk])
+            cols = kept if kept is not None else self._columns(self._padded(x[chunk]), ho, wo)
+            self._accumulate_parameter_grads(gy, cols)
+            if input_grad:  # dX goes over the columns, which dW has used
+                self._cols = None
+                self._add_input_grad(gxp[chunk], gy)
+        return self._unpadded(gxp, height, width) if input_grad else None
+
+    def _accumulate_parameter_grads(self, gy: np.ndarray, cols: np.ndarray) -> None:
         """dW[g] += Gy[g] X[g]^T; db += sum over (n, i, j) of Gy."""
-        cols = self._saved("_cols")
         self.weight.grad += np.matmul(gy, cols.transpose(0, 2, 1)).reshape(self.weight.grad.shape)
         if self.bias is not None:
             self.bias.grad += gy.sum(axis=2).reshape(self.out_channels)
 
-    def _input_grad(self, gy: np.ndarray) -> np.ndarray:
-        """dX[g] = W[g]^T Gy[g], then col2im into dLoss/dxp, one strided slice add per kernel offset, then unpad."""
-        n, c, height, width = self._x_shape
+    def _add_input_grad(self, gxp: np.ndarray, gy: np.ndarray) -> None:
+        """dX[g] = W[g]^T Gy[g] (in the columns' buffer), then col2im into this chunk's dLoss/dxp,
+        one strided slice add per kernel offset."""
+        n, c = gxp.shape[:2]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        (top, bottom), (left, right) = self._pad
-        ho, wo = self._output_hw(height, width)
+        ho, wo = self._output_hw(*self._x.shape[2:])
         w = self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
-        d_cols = np.matmul(w.transpose(0, 2, 1), gy).reshape(c, kh, kw, n, ho, wo)
-        gxp = np.zeros((n, c, height + top + bottom, width + left + right), dtype=self.dtype)
+        d_cols = self._scratch_view("_cols_buffer", (self.groups, w.shape[2], gy.shape[2]))
+        np.matmul(w.transpose(0, 2, 1), gy, out=d_cols)
+        d_cols = d_cols.reshape(c, kh, kw, n, ho, wo)
         for u in range(kh):
             for v in range(kw):
                 rows = slice(dh * u, dh * u + sh * (ho - 1) + 1, sh)
                 cols = slice(dw * v, dw * v + sw * (wo - 1) + 1, sw)
                 gxp[:, :, rows, cols] += d_cols[:, u, v].transpose(1, 0, 2, 3)
-        return self._unpadded(gxp, height, width)
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"]

@@ -12,6 +12,7 @@ the whole backward pass is done.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Iterator
 
@@ -125,6 +126,16 @@ class Module:
             buf = np.empty(shape, dtype=self.dtype)
             object.__setattr__(self, attr, buf)
         return buf
+
+    def _scratch_view(self, attr: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Like :meth:`_scratch`, but a contiguous view of the first prod(``shape``) entries of a
+        flat buffer that only grows: work arrays of varying sizes (a smaller last chunk) share it."""
+        size = math.prod(shape)
+        buf = self.__dict__.get(attr)
+        if buf is None or buf.size < size or buf.dtype != self.dtype:
+            buf = np.empty(size, dtype=self.dtype)
+            object.__setattr__(self, attr, buf)
+        return buf[:size].reshape(shape)
 
     # ----------------------------------------------------------------- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
