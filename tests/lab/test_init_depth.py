@@ -1,0 +1,46 @@
+"""init-depth's measurements and verdict over seeds, on made-up runs (no training)."""
+
+import pytest
+
+from tricklab.lab.reproduce import init_depth as D
+
+
+def fake(gradient_std, val=(0.1, 0.9)):
+    return {"init": {"gradient_std": gradient_std, "activation_std": [1.0, 0.5]}, "epoch": list(range(1, len(val) + 1)),
+            "val_accuracy": list(val), "test_accuracy": [0.1, 0.97]}
+
+
+def results(sigmoid_standard, sigmoid_normalized, tanh_standard=(0.1, 1.0), tanh_normalized=(0.7, 1.0)):
+    out = {f"{a}/{s}": [fake([1.0, 1.0])] for a in D.ACTIVATIONS for s in D.SCHEMES}
+    out["tanh/standard"] = [fake(list(tanh_standard))] * 3
+    out["tanh/normalized"] = [fake(list(tanh_normalized))] * 3
+    out["sigmoid/standard"] = [fake([1.0, 1.0], v) for v in sigmoid_standard]
+    out["sigmoid/normalized"] = [fake([1.0, 1.0], v) for v in sigmoid_normalized]
+    return out
+
+
+STALLED, LATE, EARLY = (0.1, 0.1, 0.1, 0.1), (0.1, 0.1, 0.1, 0.6), (0.1, 0.11, 0.7, 0.9)
+
+
+def test_measurements():
+    run = fake([0.2, 0.5, 2.0], (0.1, 0.5, 0.51))
+    assert D.gradient_ratio(run) == pytest.approx(0.1) and D.activation_ratio(run) == pytest.approx(0.5)
+    assert D.final_test_error(run) == pytest.approx(0.03)
+    assert D.plateau_epochs(run) == 3 and D.plateau_epochs(fake([1.0], STALLED)) is None  # above 0.5, not at it
+    assert D.show_epochs([3, None], 10) == "3, > 10"
+
+
+def test_verdict_matches_when_normalized_leaves_the_plateau_sooner_in_every_seed():
+    text = D.verdict(results([STALLED, LATE, LATE], [EARLY, EARLY, LATE[:3] + (0.1,) + (0.9,)]))
+    assert "closer to 1, as in the paper" in text
+    assert "sooner than the standard one in 2 of 3 seeds" in text and "NOT in every seed" in text
+    text = D.verdict(results([STALLED, LATE, LATE], [EARLY, EARLY, EARLY]))
+    assert "in 3 of 3 seeds (epochs: standard never, 4, 4; normalized 3, 3, 3): as in the paper." in text
+
+
+def test_verdict_when_both_stall():
+    assert "in 0 of 1 seeds" in D.verdict(results([STALLED], [STALLED]))
+
+
+def test_verdict_says_when_the_tanh_gradients_do_not_follow_the_paper():
+    assert "NOT closer to 1" in D.verdict(results([STALLED], [EARLY], tanh_standard=(0.9, 1.0), tanh_normalized=(0.1, 1.0)))
