@@ -27,7 +27,7 @@ def test_measurements():
     assert D.gradient_ratio(run) == pytest.approx(0.1) and D.activation_ratio(run) == pytest.approx(0.5)
     assert D.final_test_error(run) == pytest.approx(0.03)
     assert D.plateau_epochs(run) == 3 and D.plateau_epochs(fake([1.0], STALLED)) is None  # above 0.5, not at it
-    assert D.show_epochs([3, None], 10) == "3, > 10"
+    assert D.show_epochs([3, None], 10) == "3, not in 10"
 
 
 def test_verdict_matches_when_normalized_leaves_the_plateau_sooner_in_every_seed():

@@ -217,8 +217,8 @@ def plateau_epochs(run: dict) -> int | None:
 
 
 def show_epochs(epochs: list[int | None], budget: int) -> str:
-    """'3, 3, 4' (one per seed; '> budget' for a net that never left the plateau)."""
-    return ", ".join(str(e) if e is not None else f"> {budget}" for e in epochs)
+    """'3, 3, 4' (one per seed; 'not in 10' for a net still on the plateau after a budget of 10 epochs)."""
+    return ", ".join(str(e) if e is not None else f"not in {budget}" for e in epochs)
 
 
 def verdict(results: dict) -> str:
