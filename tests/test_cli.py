@@ -241,6 +241,16 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"tricklab {version}" == f"tricklab {tricklab.__version__}"
 
 
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tricklab", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == f"tricklab {tricklab.__version__}"
+    bad = subprocess.run([sys.executable, "-m", "tricklab", "trian"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "train" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("argv, suggestion", [(["trian"], "train"), (["evalute", "x"], "evaluate"),
                                               (["data", "fecth"], "fetch"), (["demo", "--data", "mnist-1d"], "mnist1d")])
 def test_mistyped_choice_gets_did_you_mean(capsys, argv, suggestion):
