@@ -424,3 +424,21 @@ def test_mismatched_shapes_raise_instead_of_reading_past_the_arrays(backend, rng
     relu = nn.ReLU()
     y = relu(rng.standard_normal((5, 4)).astype(np.float32))
     np.testing.assert_array_equal(relu.backward(np.ones((1, 4), np.float32)), (y > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, dilation", [((1, 1), (1, 1)), ((2, 1), (1, 3)), ((3, 2), (2, 2))])
+def test_compiled_col2im_is_the_plain_pass(rng, dtype, stride, dilation):
+    from tricklab.nn.conv import col2im_add_
+
+    fast = compiled_twins()
+    c, kh, kw, n, ho, wo = 3, 3, 2, 4, 5, 6
+    height = dilation[0] * (kh - 1) + stride[0] * (ho - 1) + 1
+    width = dilation[1] * (kw - 1) + stride[1] * (wo - 1) + 1
+    d_cols = rng.standard_normal((c, kh, kw, n, ho, wo)).astype(dtype)
+    start = rng.standard_normal((n, c, height + 1, width + 2)).astype(dtype)  # a border no offset reaches
+    plain, compiled = start.copy(), start.copy()
+    col2im_add_(plain, d_cols, stride, dilation)
+    fast.col2im_add_(compiled, d_cols, stride, dilation)
+    same(compiled, plain)  # each pixel's terms added in the same (u, v) order
+    assert not np.array_equal(plain, start) and np.array_equal(plain[:, :, height:], start[:, :, height:])

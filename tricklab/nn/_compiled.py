@@ -4,7 +4,8 @@ Each public function here has the name, arguments and numbers of a plain NumPy f
 layer's own module, where its equation is stated: ``relu``, ``relu_backward``,
 ``sigmoid_backward``, ``tanh_backward`` (activation.py), ``bernoulli_``, ``dropout``
 (dropout.py), ``batchnorm_train``, ``batchnorm_eval``, ``batchnorm_backward``,
-``batchnorm_running_`` (normalization.py), ``cross_entropy`` (loss.py). The recurrent steps
+``batchnorm_running_`` (normalization.py), ``cross_entropy`` (loss.py), ``col2im_add_``
+(conv.py). The recurrent steps
 ``lstm_cell_``, ``lstm_hidden_``, ``lstm_backward_``, ``zone_`` and ``rnn_backward_`` are the
 per-step work of recurrent.py's ``_fused`` passes, whose plain twins are its per-step loops.
 A layer calls these through ``_kernels.compiled()``; tests/nn/test_fast_path.py and
@@ -416,3 +417,29 @@ def rnn_backward_(gh, h_tilde, d, relu, g_next, ga, gh_prev):
     t = gh.dtype.type
     _rnn_backward_loop(gh, h_tilde, gh if d is None else d, d is not None, bool(relu),
                        gh if g_next is None else g_next, g_next is not None, ga, gh_prev, t(0), t(1))
+
+
+# =============================================================================== convolution
+@njit
+def _col2im_loop(gxp, d_cols, sh, sw, dh, dw):
+    c_in, kh, kw, n_batch, ho, wo = d_cols.shape
+    for n in range(n_batch):
+        for c in range(c_in):
+            for u in range(kh):
+                for v in range(kw):
+                    col = dw * v
+                    for i in range(ho):
+                        target = gxp[n, c, dh * u + sh * i]
+                        source = d_cols[c, u, v, n, i]
+                        if sw == 1:  # contiguous: the loop vectorizes
+                            for j in range(wo):
+                                target[col + j] += source[j]
+                        else:
+                            for j in range(wo):
+                                target[col + sw * j] += source[j]
+
+
+def col2im_add_(gxp, d_cols, stride, dilation):
+    """conv.col2im_add_ as one pass over d_cols: each (n, c) plane of gxp stays in cache while every
+    kernel offset adds into it."""
+    _col2im_loop(gxp, d_cols, stride[0], stride[1], dilation[0], dilation[1])

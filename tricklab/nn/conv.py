@@ -9,6 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .._rng import RngLike, as_generator
+from . import _kernels as K
 from . import init as init_
 from .inference import is_inference_mode, output_buffer
 from .module import Module
@@ -48,6 +49,20 @@ def _pads(padding, kernel_size, stride, dilation) -> tuple[tuple[int, int], tupl
         return tuple((t // 2, t - t // 2) for t in totals)
     ph, pw = _pair(padding, "padding", 0)
     return (ph, ph), (pw, pw)
+
+
+def col2im_add_(gxp: np.ndarray, d_cols: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """col2im: gxp[n, c, s_h i + d_h u, s_w j + d_w v] += d_cols[c, u, v, n, i, j] for every index, in place.
+
+    gxp is dLoss/dxp (N, C, H_p, W_p), d_cols the input gradient's columns (C, kh, kw, N, H', W');
+    one strided slice add over all n, c, i, j per kernel offset (u, v)."""
+    _, kh, kw, _, ho, wo = d_cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    for u in range(kh):
+        for v in range(kw):
+            rows = slice(dh * u, dh * u + sh * (ho - 1) + 1, sh)
+            cols = slice(dw * v, dw * v + sw * (wo - 1) + 1, sw)
+            gxp[:, :, rows, cols] += d_cols[:, u, v].transpose(1, 0, 2, 3)
 
 
 class Conv2d(Module):
@@ -301,20 +316,17 @@ class Conv2d(Module):
             self.bias.grad += gy.sum(axis=2).reshape(self.out_channels)
 
     def _add_input_grad(self, gxp: np.ndarray, gy: np.ndarray) -> None:
-        """dX[g] = W[g]^T Gy[g] (in the columns' buffer), then col2im into this chunk's dLoss/dxp,
-        one strided slice add per kernel offset."""
+        """dX[g] = W[g]^T Gy[g] (in the columns' buffer), then col2im (:func:`col2im_add_`) into this
+        chunk's dLoss/dxp."""
         n, c = gxp.shape[:2]
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        kh, kw = self.kernel_size
         ho, wo = self._output_hw(*self._x.shape[2:])
         w = self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
         d_cols = self._scratch_view("_cols_buffer", (self.groups, w.shape[2], gy.shape[2]))
         np.matmul(w.transpose(0, 2, 1), gy, out=d_cols)
-        d_cols = d_cols.reshape(c, kh, kw, n, ho, wo)
-        for u in range(kh):
-            for v in range(kw):
-                rows = slice(dh * u, dh * u + sh * (ho - 1) + 1, sh)
-                cols = slice(dw * v, dw * v + sw * (wo - 1) + 1, sw)
-                gxp[:, :, rows, cols] += d_cols[:, u, v].transpose(1, 0, 2, 3)
+        fast = K.compiled()
+        (fast.col2im_add_ if fast else col2im_add_)(gxp, d_cols.reshape(c, kh, kw, n, ho, wo), self.stride,
+                                                    self.dilation)
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"]
