@@ -2,6 +2,7 @@
 
     python -m benchmarks.headline --out /tmp/headline                  # every case, seeds 0-2, 1 BLAS thread, 2 at once
     python -m benchmarks.headline --out /tmp/headline --cases mnist1d --threads 2 --jobs 1
+    python -m benchmarks.headline --out /tmp/headline --cases mnist-cnn,fashion-cnn     # the conv nets (about 1 h)
     python -m benchmarks.headline --out /tmp/headline --table          # only the table, from finished runs
 
 Every run is its own process (``tricklab train CONFIG --set run.seed=S --out DIR``) with the BLAS
@@ -39,9 +40,10 @@ from tricklab.stats import pm
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {"mnist1d": "configs/mnist1d_mlp.toml", "mnist": "configs/mnist_mlp.toml",
-           "fashion": "configs/fashion_mlp.toml"}
+           "fashion": "configs/fashion_mlp.toml", "fashion-cnn": "configs/fashion_cnn.toml",
+           "mnist-cnn": "configs/mnist_cnn.toml"}
 DEMO = ("demo-plain", "demo-tricks")
-CASES = ("mnist", "fashion", "mnist1d", *DEMO)  # longest first: two at once finish together
+CASES = ("fashion-cnn", "mnist-cnn", "mnist", "fashion", "mnist1d", *DEMO)  # longest first: two at once finish together
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 CLI = "import sys; from tricklab.cli import main; sys.exit(main())"
 ENVIRONMENT = """\
