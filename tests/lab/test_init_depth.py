@@ -44,3 +44,22 @@ def test_verdict_when_both_stall():
 
 def test_verdict_says_when_the_tanh_gradients_do_not_follow_the_paper():
     assert "NOT closer to 1" in D.verdict(results([STALLED], [EARLY], tanh_standard=(0.9, 1.0), tanh_normalized=(0.1, 1.0)))
+
+
+def full_fake(gradient_top, val):
+    grads = [gradient_top * 10.0 ** -k for k in range(D.DEPTH)][::-1]  # 10x smaller per layer going down
+    stats = {"gradient_std": grads, "activation_std": [0.5] * D.DEPTH, "activation_mean": [0.1] * D.DEPTH}
+    return {"init": stats, "trained": stats, "epoch": list(range(1, len(val) + 1)), "val_accuracy": list(val),
+            "train_loss": [1.0] * len(val), "test_accuracy": list(val)}
+
+
+def test_write_rebuilds_the_report_from_measured_results(tmp_path):
+    results = {f"{a}/{s}": [full_fake(1.0, EARLY), full_fake(2.0, EARLY)] for a in D.ACTIVATIONS for s in D.SCHEMES}
+    results["sigmoid/standard"] = [full_fake(1.0, LATE), full_fake(1.0, STALLED)]
+    settings = {**D.SIZES["quick"], "epochs": 4, "seeds": [0, 1], "n_train": 10, "n_test": 10}
+    doc = D.write(tmp_path, "quick", settings, results, wall_seconds=1.0)
+    rows = {row["quantity"]: row["ours"] for row in doc["table"]}
+    ratio = next(v for k, v in rows.items() if k.startswith("sigmoid, standard: gradient std"))
+    assert ratio == "0.0001 ± 0"  # 1e-4 in both seeds: 3 significant digits, not 0.000
+    assert rows[next(k for k in rows if k.startswith("sigmoid, standard: epochs until"))] == "4, not in 4"
+    assert "in 2 of 2 seeds" in doc["verdict"] and (tmp_path / "init_depth.png").exists()

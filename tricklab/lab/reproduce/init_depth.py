@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from ...nn import init as init_
-from ...stats import pm
+from ...stats import mean_std, pm
 from ...train import Probe
 from .callbacks import EvaluateEachEpoch, InitialWeights, set_linears
 from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
@@ -142,8 +142,18 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
             for scheme in SCHEMES:
                 r = train_net(act, scheme, s, data, sd, data_root)
                 results[f"{act}/{scheme}"].append(r)
-                log(f"seed {sd} {act:7s} {scheme:10s} gradient std layer 1/{DEPTH}: {gradient_ratio(r):.2f}, "
+                log(f"seed {sd} {act:7s} {scheme:10s} gradient std layer 1/{DEPTH}: {gradient_ratio(r):.3g}, "
                     f"test error {final_test_error(r):.2%}")
+    settings = {**s, "depth": DEPTH, "lr": LR, "batch_size": BATCH, "optimizer": "SGD", "seeds": seeds,
+                "n_train": len(data["train"][1]), "n_test": len(data["test"][1])}
+    return write(out, size, settings, results, timer.seconds)
+
+
+def write(out: Path, size: str, settings: dict, results: dict, wall_seconds: float) -> dict:
+    """The figure (the first seed's), the table (over the seeds) and the verdict of measured ``results``
+    (also how a saved reproduction.json's ``extra`` is turned into its report again)."""
+    s, seeds = settings, settings["seeds"]
+    seed = seeds[0]
     first = {k: runs[0] for k, runs in results.items()}
     plt = pyplot()
     fig, axes = plt.subplots(len(ACTIVATIONS), 3, figsize=(15, 4 * len(ACTIVATIONS)))
@@ -170,8 +180,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
                        "with the standard initialization the activations and the back-propagated gradients "
                        "change their variance from layer to layer; normalized initialization keeps both steady "
                        "and trains to a lower error (for sigmoid nets: where the standard one stalls)",
-                       size, {**s, "depth": DEPTH, "lr": LR, "batch_size": BATCH, "optimizer": "SGD",
-                              "seeds": seeds, "n_train": len(data["train"][1]), "n_test": len(data["test"][1])})
+                       size, settings)
     rep.figures.append(figure(fig, Path(out) / "init_depth.png"))
     over_seeds = f" (mean ± sd over seeds {seeds[0]}-{seeds[-1]})" if len(seeds) > 1 else f" (seed {seeds[0]})"
     for act in ACTIVATIONS:
@@ -179,13 +188,13 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
             paper = {("tanh", "standard"): "< 1: gradients shrink toward the input (Fig. 7 top)",
                      ("tanh", "normalized"): "about 1 (Fig. 7 bottom)"}.get((act, scheme), "(not in the paper)")
             rep.row(f"{act}, {scheme}: gradient std at layer 1 / layer {DEPTH} at init{over_seeds}", paper,
-                    pm([gradient_ratio(r) for r in results[f"{act}/{scheme}"]], scale=1, digits=3, unit=""))
+                    pm_ratio([gradient_ratio(r) for r in results[f"{act}/{scheme}"]]))
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             paper = {("tanh", "standard"): "< 1: activations shrink going up (Fig. 6 top)",
                      ("tanh", "normalized"): "about 1 (Fig. 6 bottom)"}.get((act, scheme), "(not in the paper)")
             rep.row(f"{act}, {scheme}: activation std at layer {DEPTH} / layer 1 at init{over_seeds}", paper,
-                    pm([activation_ratio(r) for r in results[f"{act}/{scheme}"]], scale=1, digits=3, unit=""))
+                    pm_ratio([activation_ratio(r) for r in results[f"{act}/{scheme}"]]))
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             paper = PAPER_MNIST_ERROR.get((act, scheme), "(not in the paper)")
@@ -203,8 +212,14 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
             pm([r["trained"]["activation_mean"][-1] for r in results["sigmoid/standard"]], scale=1, digits=3, unit=""))
     rep.verdict = verdict(results)
     rep.extra = {"results": results}
-    rep.wall_seconds = timer.seconds
+    rep.wall_seconds = wall_seconds
     return rep.save(out)
+
+
+def pm_ratio(values: list[float]) -> str:
+    """'0.105 ± 0.012' (3 significant digits, for ratios that span powers of ten); one value: '0.105 (n=1)'."""
+    mean, std = mean_std(values)
+    return f"{mean:.3g} ± {std:.2g}" if len(values) > 1 else f"{mean:.3g} (n=1)"
 
 
 PLATEAU = 0.5  # validation accuracy at or below this is the initial plateau (one class is 10-11%)
