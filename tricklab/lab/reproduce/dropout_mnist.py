@@ -23,16 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from .callbacks import EpochBegin, EvaluateEachEpoch
+from ...stats import mean_std, pm
 from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
 
 NAME = "dropout-mnist"
 TITLE = "Dropout on MNIST: less overfitting, lower test error (Srivastava et al. 2014, Table 2)"
 REFERENCE = "Srivastava et al., Dropout, JMLR 15 (2014), Table 2"
 SIZES = {
-    "quick": {"epochs": 3, "hidden": [256, 256, 256], "train_subset": 6000, "test_subset": 2000},
-    "full": {"epochs": 40, "hidden": [1024, 1024, 1024], "train_subset": 0, "test_subset": 0},
+    "quick": {"epochs": 3, "hidden": [256, 256, 256], "train_subset": 6000, "test_subset": 2000, "seeds": 1},
+    "full": {"epochs": 40, "hidden": [1024, 1024, 1024], "train_subset": 0, "test_subset": 0, "seeds": 3},
 }
-LR, BATCH, P_INPUT, P_HIDDEN, MAX_NORM = 0.05, 100, 0.2, 0.5, 2.0
+BATCH, P_INPUT, P_HIDDEN, MAX_NORM = 100, 0.2, 0.5, 2.0
+LR = {"standard": 0.05, "dropout": 0.05, "dropout + max-norm": 0.05}  # each variant's initial SGD step size
 MOMENTUM_START, MOMENTUM_END = 0.5, 0.95
 VARIANTS = {  # name: (dropout, max-norm), with the paper's error beside it
     "standard": (False, False),
@@ -54,24 +56,24 @@ def config(hidden, variant: str, epochs: int, s: dict, data_root: str | None = N
                      "train_subset": s["train_subset"], "test_subset": s["test_subset"]},
             "model": {"hidden": list(hidden), "init": "kaiming_uniform",
                       "input_dropout": P_INPUT if dropout else 0.0, "dropout": P_HIDDEN if dropout else 0.0},
-            "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM_START},
+            "optimizer": {"name": "sgd", "lr": LR[variant], "momentum": MOMENTUM_START},
             "schedule": {"name": "exponential", "gamma": 0.1 ** (1 / max(1, epochs - 1))},
             "regularization": {"max_norm": MAX_NORM if max_norm else 0.0},
             "train": {"epochs": epochs, "batch_size": BATCH}}
 
 
-def schedule(epoch: int, epochs: int) -> tuple[float, float]:
-    """(learning rate, momentum) for 0-based ``epoch``: lr decays to LR/10, momentum ramps up."""
+def momentum(epoch: int, epochs: int) -> float:
+    """Momentum of 0-based ``epoch``: from MOMENTUM_START up to MOMENTUM_END over the first quarter of
+    the epochs, then constant (the learning rate's exponential decay to a tenth is the configuration's)."""
     ramp = max(1, epochs // 4)
-    momentum = MOMENTUM_START + (MOMENTUM_END - MOMENTUM_START) * min(1.0, epoch / ramp)
-    return LR * 0.1 ** (epoch / max(1, epochs - 1)), momentum
+    return MOMENTUM_START + (MOMENTUM_END - MOMENTUM_START) * min(1.0, epoch / ramp)
 
 
 def ramp_momentum(epochs: int):
     """A callback's function setting epoch ``epoch``'s momentum (the configuration's schedule sets the lr)."""
     def set_momentum(epoch, trainer):
         for group in trainer.optimizer.param_groups:
-            group["momentum"] = schedule(epoch, epochs)[1]
+            group["momentum"] = momentum(epoch, epochs)
     return set_momentum
 
 
@@ -91,37 +93,73 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    data = splits(configure(config(s["hidden"], "standard", s["epochs"], s, data_root), seed))  # every variant's
-    runs = {v: train_variant(v, s, data, seed, data_root, log) for v in VARIANTS}
+    seeds = [seed + k for k in range(s["seeds"])]
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for sd in seeds:
+        data = splits(configure(config(s["hidden"], "standard", s["epochs"], s, data_root), sd))  # every variant's
+        for v in VARIANTS:
+            runs[v].append(train_variant(v, s, data, sd, data_root, lambda msg, sd=sd: log(f"seed {sd} {msg}")))
+    settings = {**s, "lr": {v: f"{lr}, decaying exponentially to {lr / 10:g}" for v, lr in LR.items()},
+                "batch_size": BATCH, "momentum": f"{MOMENTUM_START} rising to {MOMENTUM_END}",
+                "drop_probability": {"input": P_INPUT, "hidden": P_HIDDEN}, "max_norm_c": MAX_NORM,
+                "seeds": seeds, "n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
+                "n_test": len(data["test"][1])}
+    return write(out, size, settings, runs, timer.seconds)
+
+
+def final_errors(runs: list[dict], split: str = "test") -> list[float]:
+    """Each seed's error on ``split`` after the last epoch."""
+    return [h[f"{split}_error"][-1] for h in runs]
+
+
+def write(out: Path, size: str, settings: dict, runs: dict[str, list[dict]], wall_seconds: float) -> dict:
+    """Figure (the first seed's curves), table (mean ± sd over the seeds) and verdict of measured ``runs``."""
+    s, seeds = settings, settings["seeds"]
     plt = pyplot()
     fig, (ax_test, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (v, h) in enumerate(runs.items()):
+    for i, (v, hs) in enumerate(runs.items()):
+        h = hs[0]
         ax_test.plot(h["epoch"], np.asarray(h["test_error"]) * 100, marker="o", ms=3, label=v, color=f"C{i}")
         ax_gap.plot(h["epoch"], np.asarray(h["train_error"]) * 100, ls="--", color=f"C{i}", label=f"{v}, training")
         ax_gap.plot(h["epoch"], np.asarray(h["test_error"]) * 100, color=f"C{i}", label=f"{v}, test")
-    ax_test.set(xlabel="epoch", ylabel="test error (%)", title="test error", yscale="log")
-    ax_gap.set(xlabel="epoch", ylabel="error (%)", title="training against test error", yscale="log")
+    ax_test.set(xlabel="epoch", ylabel="test error (%)", title=f"test error (seed {seeds[0]})", yscale="log")
+    ax_gap.set(xlabel="epoch", ylabel="error (%)", title=f"training against test error (seed {seeds[0]})",
+               yscale="log")
     for ax in (ax_test, ax_gap):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     rep = Reproduction(NAME, TITLE, REFERENCE,
                        "dropout lowers the test error of a 3x1024 ReLU net, and max-norm lowers it further",
-                       size, {**s, "lr": f"{LR}, decaying exponentially to {LR / 10}", "batch_size": BATCH,
-                              "momentum": f"{MOMENTUM_START} rising to {MOMENTUM_END}",
-                              "drop_probability": {"input": P_INPUT, "hidden": P_HIDDEN}, "max_norm_c": MAX_NORM,
-                              "seed": seed, "n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
-                              "n_test": len(data["test"][1])})
+                       size, settings)
     rep.figures.append(figure(fig, Path(out) / "dropout_mnist.png"))
     arch = "x".join(str(h) for h in s["hidden"])
-    for v, h in runs.items():
-        rep.row(f"test error, {v} ({arch} ReLU, {s['epochs']} epochs)", PAPER_ERROR[v], f"{h['test_error'][-1]:.2%}")
-    for v, h in runs.items():
-        rep.row(f"test minus training error, {v}", "smaller with dropout",
-                f"{h['test_error'][-1] - h['train_error'][-1]:.2%}")
-    err = {v: h["test_error"][-1] for v, h in runs.items()}
-    rep.verdict = ("Ordering as in the paper (standard > dropout > dropout + max-norm): "
-                   f"{'yes' if err['standard'] > err['dropout'] > err['dropout + max-norm'] else 'no'}; "
-                   f"dropout below standard: {'yes' if min(err['dropout'], err['dropout + max-norm']) < err['standard'] else 'no'}.")
+    over = f"mean ± sd over seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    for v, hs in runs.items():
+        rep.row(f"test error, {v} ({arch} ReLU, lr {LR[v]}, {s['epochs']} epochs; {over})", PAPER_ERROR[v],
+                pm(final_errors(hs)))
+    for v, hs in runs.items():
+        gaps = [t - r for t, r in zip(final_errors(hs), final_errors(hs, "train"))]
+        rep.row(f"test minus training error, {v} ({over})", "smaller with dropout", pm(gaps))
+    rep.verdict = verdict({v: final_errors(hs) for v, hs in runs.items()})
     rep.extra = {"runs": runs}
-    rep.wall_seconds = timer.seconds
+    rep.wall_seconds = wall_seconds
     return rep.save(out)
+
+
+ORDER = ("standard", "dropout", "dropout + max-norm")  # the paper's, from the highest test error down
+
+
+def verdict(errors: dict[str, list[float]]) -> str:
+    """Does the mean test error fall along ORDER (the paper's ordering), and is each step down larger
+    than the seed spread (the larger standard deviation of the two variants)?"""
+    stats = {v: mean_std(errors[v]) for v in ORDER}
+    steps = [(a, b, stats[a][0] - stats[b][0], max(stats[a][1], stats[b][1])) for a, b in zip(ORDER, ORDER[1:])]
+    ordered = all(gap > 0 for _, _, gap, _ in steps)
+    clear = ordered and len(errors[ORDER[0]]) > 1 and all(gap > spread for _, _, gap, spread in steps)
+    text = "; ".join(f"{a} {100 * stats[a][0]:.2f}% -> {b} {100 * stats[b][0]:.2f}%: "
+                     f"{100 * gap:+.2f} points against a spread of {100 * spread:.2f}" for a, b, gap, spread in steps)
+    if clear:
+        return f"Matches: the paper's ordering (standard > dropout > dropout + max-norm), each gap above the seed spread ({text})."
+    if ordered:
+        return f"Matches in direction: the paper's ordering, but not every gap is above the seed spread ({text})."
+    return f"Does not match: the test errors are not in the paper's order ({text})."
