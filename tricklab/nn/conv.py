@@ -102,7 +102,7 @@ class Conv2d(Module):
     and col2im adds dX back into dLoss/dxp by a loop over the kh kw kernel offsets (u, v), each
     one a strided slice add over every n, c', i, j at once. The columns hold C kh kw / s^2
     copies of the input, so the batch is taken in chunks of examples whose columns (and
-    grouped outputs) fit in ``column_bytes`` (8 MiB; a class attribute, settable per layer): the
+    grouped outputs) fit in ``column_bytes`` (4 MiB; a class attribute, settable per layer): the
     columns of a chunk are the (n, i, j) of its examples, a contiguous block of X's last axis,
     and every product above splits along it (dW sums the chunks' products); each chunk is
     padded on its own. When the whole batch is one chunk the columns are kept from forward to
@@ -126,7 +126,7 @@ class Conv2d(Module):
     input is refused: add the batch axis.
     """
 
-    column_bytes = 8 * 2**20  # the most memory one chunk's im2col columns (or grouped output) may take
+    column_bytes = 4 * 2**20  # the most memory one chunk's im2col columns (or grouped output) may take
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
