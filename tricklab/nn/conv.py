@@ -300,13 +300,14 @@ class Conv2d(Module):
         kept = self._cols if len(chunks) == 1 else None
         (top, bottom), (left, right) = self._pad
         gxp = np.zeros((n, c, height + top + bottom, width + left + right), dtype=self.dtype) if input_grad else None
+        if input_grad:  # dX goes over the columns once dW has used them
+            self._cols = None
         for chunk in chunks:
             gy = self._grad_by_group(g[chunk])
             cols = kept if kept is not None else self._columns(self._padded(x[chunk]), ho, wo)
             self._accumulate_parameter_grads(gy, cols)
-            if input_grad:  # dX goes over the columns, which dW has used
-                self._cols = None
-                self._add_input_grad(gxp[chunk], gy)
+            if input_grad:
+                self._add_input_grad(gxp[chunk], gy, ho, wo)
         return self._unpadded(gxp, height, width) if input_grad else None
 
     def _accumulate_parameter_grads(self, gy: np.ndarray, cols: np.ndarray) -> None:
@@ -315,12 +316,11 @@ class Conv2d(Module):
         if self.bias is not None:
             self.bias.grad += gy.sum(axis=2).reshape(self.out_channels)
 
-    def _add_input_grad(self, gxp: np.ndarray, gy: np.ndarray) -> None:
+    def _add_input_grad(self, gxp: np.ndarray, gy: np.ndarray, ho: int, wo: int) -> None:
         """dX[g] = W[g]^T Gy[g] (in the columns' buffer), then col2im (:func:`col2im_add_`) into this
-        chunk's dLoss/dxp."""
+        chunk's dLoss/dxp (outputs of H' x W' = ``ho`` x ``wo``)."""
         n, c = gxp.shape[:2]
         kh, kw = self.kernel_size
-        ho, wo = self._output_hw(*self._x.shape[2:])
         w = self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
         d_cols = self._scratch_view("_cols_buffer", (self.groups, w.shape[2], gy.shape[2]))
         np.matmul(w.transpose(0, 2, 1), gy, out=d_cols)

@@ -34,7 +34,7 @@ from ...stats import mean_std, pm
 from ...train import Probe
 from ...train.probe import PERCENTILES
 from .callbacks import EvaluateEvery, InitialWeights, set_linears, unit_table
-from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
+from .common import Reproduction, Timer, configure, figure, pyplot, seeds_of, splits, train
 
 NAME = "batchnorm-mnist"
 TITLE = "Batch norm on MNIST: faster, higher and steadier (Ioffe & Szegedy 2015, Fig. 1)"
@@ -193,7 +193,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    seeds = [seed + k for k in range(s["seeds"])]
+    seeds = seeds_of(seed, s)
     runs: dict[str, list[dict]] = {"baseline": [], "batch norm": []}
     for sd in seeds:
         data = splits(configure(config(False, s, data_root=data_root), sd))  # both variants' (same seed)

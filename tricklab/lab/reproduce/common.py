@@ -54,6 +54,16 @@ def splits(cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {name: (prepare(X), y) for name, (X, y) in (("train", data.train), ("val", data.val), ("test", data.test))}
 
 
+def seeds_of(seed: int, size: dict) -> list[int]:
+    """The seeds a reproduction of ``size`` runs: ``seed``, ``seed + 1``, ... (``size["seeds"]`` of them)."""
+    return [seed + k for k in range(size["seeds"])]
+
+
+def over_seeds(seeds: list[int]) -> str:
+    """How a table row names what it summarizes: 'mean ± sd over seeds 0-2', or 'seed 0' for one."""
+    return f"mean ± sd over seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+
+
 def figure(fig, path: Path) -> str:
     """Save a figure (PNG, atomically) and return its file name for ``Reproduction.figures``."""
     return save_figure(fig, path).name

@@ -24,7 +24,7 @@ import numpy as np
 
 from .callbacks import EpochBegin, EvaluateEachEpoch
 from ...stats import mean_std, pm
-from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
+from .common import Reproduction, Timer, configure, figure, over_seeds, pyplot, seeds_of, splits, train
 
 NAME = "dropout-mnist"
 TITLE = "Dropout on MNIST: less overfitting, lower test error (Srivastava et al. 2014, Table 2)"
@@ -93,7 +93,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    seeds = [seed + k for k in range(s["seeds"])]
+    seeds = seeds_of(seed, s)
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for sd in seeds:
         data = splits(configure(config(s["hidden"], "standard", s["epochs"], s, data_root), sd))  # every variant's
@@ -133,7 +133,7 @@ def write(out: Path, size: str, settings: dict, runs: dict[str, list[dict]], wal
                        size, settings)
     rep.figures.append(figure(fig, Path(out) / "dropout_mnist.png"))
     arch = "x".join(str(h) for h in s["hidden"])
-    over = f"mean ± sd over seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    over = over_seeds(seeds)
     for v, hs in runs.items():
         rep.row(f"test error, {v} ({arch} ReLU, lr {LR[v]}, {s['epochs']} epochs; {over})", PAPER_ERROR[v],
                 pm(final_errors(hs)))

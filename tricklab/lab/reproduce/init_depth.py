@@ -51,7 +51,7 @@ from ...nn import init as init_
 from ...stats import mean_std, pm
 from ...train import Probe
 from .callbacks import EvaluateEachEpoch, InitialWeights, set_linears
-from .common import Reproduction, Timer, configure, figure, pyplot, splits, train
+from .common import Reproduction, Timer, configure, figure, over_seeds, pyplot, seeds_of, splits, train
 
 NAME = "init-depth"
 TITLE = "Initialization of a deep tanh/sigmoid net (Glorot & Bengio 2010)"
@@ -134,7 +134,7 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
     s = SIZES[size]
     timer = Timer()
     Path(out).mkdir(parents=True, exist_ok=True)
-    seeds = [seed + k for k in range(s["seeds"])]
+    seeds = seeds_of(seed, s)
     results = {f"{act}/{scheme}": [] for act in ACTIVATIONS for scheme in SCHEMES}
     for sd in seeds:
         data = splits(configure(config("tanh", "standard", s, data_root), sd))  # every net's split
@@ -182,24 +182,24 @@ def write(out: Path, size: str, settings: dict, results: dict, wall_seconds: flo
                        "and trains to a lower error (for sigmoid nets: where the standard one stalls)",
                        size, settings)
     rep.figures.append(figure(fig, Path(out) / "init_depth.png"))
-    over_seeds = f" (mean ± sd over seeds {seeds[0]}-{seeds[-1]})" if len(seeds) > 1 else f" (seed {seeds[0]})"
+    over = f" ({over_seeds(seeds)})"
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             paper = {("tanh", "standard"): "< 1: gradients shrink toward the input (Fig. 7 top)",
                      ("tanh", "normalized"): "about 1 (Fig. 7 bottom)"}.get((act, scheme), "(not in the paper)")
-            rep.row(f"{act}, {scheme}: gradient std at layer 1 / layer {DEPTH} at init{over_seeds}", paper,
+            rep.row(f"{act}, {scheme}: gradient std at layer 1 / layer {DEPTH} at init{over}", paper,
                     pm_ratio([gradient_ratio(r) for r in results[f"{act}/{scheme}"]]))
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             paper = {("tanh", "standard"): "< 1: activations shrink going up (Fig. 6 top)",
                      ("tanh", "normalized"): "about 1 (Fig. 6 bottom)"}.get((act, scheme), "(not in the paper)")
-            rep.row(f"{act}, {scheme}: activation std at layer {DEPTH} / layer 1 at init{over_seeds}", paper,
+            rep.row(f"{act}, {scheme}: activation std at layer {DEPTH} / layer 1 at init{over}", paper,
                     pm_ratio([activation_ratio(r) for r in results[f"{act}/{scheme}"]]))
     for act in ACTIVATIONS:
         for scheme in SCHEMES:
             paper = PAPER_MNIST_ERROR.get((act, scheme), "(not in the paper)")
             rep.row(f"{act}, {scheme}: MNIST test error ({DEPTH}x{s['width']}, SGD lr {LR[act]}, {s['epochs']} "
-                    f"epoch{'s' * (s['epochs'] > 1)}){over_seeds}",
+                    f"epoch{'s' * (s['epochs'] > 1)}){over}",
                     f"{paper} (5x1000, trained to convergence)" if paper[0].isdigit() else paper,
                     pm([final_test_error(r) for r in results[f"{act}/{scheme}"]]))
     for scheme in SCHEMES:
@@ -207,7 +207,7 @@ def write(out: Path, size: str, settings: dict, results: dict, wall_seconds: flo
                 f"plateau left), per seed", "the standard scheme stalls; normalized trains (Table 1, Fig. 2)"
                 if scheme in ("standard", "normalized") else "(not in the paper)",
                 show_epochs([plateau_epochs(r) for r in results[f"sigmoid/{scheme}"]], s["epochs"]))
-    rep.row("sigmoid, standard: mean activation of the top hidden layer after training" + over_seeds,
+    rep.row("sigmoid, standard: mean activation of the top hidden layer after training" + over,
             "driven towards 0 (saturated) early in training (Fig. 2)",
             pm([r["trained"]["activation_mean"][-1] for r in results["sigmoid/standard"]], scale=1, digits=3, unit=""))
     rep.verdict = verdict(results)
