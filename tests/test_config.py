@@ -97,6 +97,12 @@ def test_plain_run_names_are_accepted(name):
 @pytest.mark.parametrize("doc,keys", [
     ({"optimizer": {"name": "sgd", "nesterov": True}}, ["optimizer.nesterov", "optimizer.momentum"]),
     ({"model": {"batchnorm": True}, "train": {"batch_size": 1}}, ["model.batchnorm", "train.batch_size"]),
+    ({"optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True, "damped": True}},
+     ["optimizer.nesterov", "optimizer.damped"]),
+    ({"optimizer": {"name": "sgd", "momentum": 0.5}, "schedule": {"momentum_end": 0.9}},
+     ["schedule.momentum_end = 0.9", "schedule.momentum_epochs"]),
+    ({"optimizer": {"name": "sgd", "momentum": 0.5}, "schedule": {"momentum_epochs": 5}},
+     ["schedule.momentum_epochs = 5", "schedule.momentum_end"]),
 ])
 def test_combinations_that_cannot_work_are_refused_naming_the_keys(doc, keys):
     with pytest.raises(config.ConfigError) as err:
@@ -116,7 +122,11 @@ def test_combinations_that_cannot_work_are_refused_naming_the_keys(doc, keys):
     ({"model": {"zoneout_h": 0.2}}, "model.zoneout_h", 'model.kind = "mlp"'),
     ({"model": {"zoneout_c": 0.2}}, "model.zoneout_c", 'model.kind = "mlp"'),
     *[({"optimizer": {"name": name, key: value}}, f"optimizer.{key}", f'optimizer.name = "{name}"')
-      for name in ("adam", "adamw") for key, value in [("momentum", 0.9), ("nesterov", True)]],
+      for name in ("adam", "adamw") for key, value in [("momentum", 0.9), ("nesterov", True), ("damped", True)]],
+    *[({"optimizer": {"name": "adam"}, "schedule": {key: value}}, f"schedule.{key}", 'optimizer.name = "adam"')
+      for key, value in [("momentum_end", 0.9), ("momentum_epochs", 5)]],
+    ({"optimizer": {"name": "rmsprop", "momentum": 0.5, "damped": True}}, "optimizer.damped",
+     'optimizer.name = "rmsprop"'),
     *[({"optimizer": {"name": name, key: 0.5}}, f"optimizer.{key}", f'optimizer.name = "{name}"')
       for name in ("sgd", "rmsprop") for key in ("beta1", "beta2")],
     ({"optimizer": {"name": "rmsprop", "momentum": 0.9, "nesterov": True}}, "optimizer.nesterov",
@@ -134,6 +144,8 @@ def test_keys_that_do_not_apply_to_the_model_are_refused(doc, key, chosen):
     {"model": {"layer": "shakeout", "batchnorm": True, "dropout": 0.1, "noise_std": 0.1}},
     {"optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True}},
     {"optimizer": {"name": "rmsprop", "momentum": 0.9}},
+    {"optimizer": {"name": "rmsprop", "momentum": 0.5}, "schedule": {"momentum_end": 0.9, "momentum_epochs": 3}},
+    {"optimizer": {"name": "sgd", "momentum": 0.5, "damped": True}, "schedule": {"momentum_end": 0.9, "momentum_epochs": 3}},
     {"optimizer": {"name": "adamw", "beta1": 0.8, "beta2": 0.99}},
     {"model": {"batchnorm": True}, "train": {"batch_size": 2}},
     {"train": {"batch_size": 1}},

@@ -155,6 +155,26 @@ def test_warmup_then_decay_schedule(tmp_path):
     assert lrs[1] < lrs[0] * 2 and lrs[3] < lrs[2]
 
 
+def test_momentum_ramp_through_the_configuration(tmp_path):
+    """schedule.momentum_end / momentum_epochs ramp the momentum, damped with optimizer.damped."""
+    from tricklab.experiment import build
+    doc = {**SMALL, "early_stopping": {"enabled": False}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.5,
+                                                                        "damped": True},
+           "schedule": {"momentum_end": 0.9, "momentum_epochs": 2}, "train": {"epochs": 3}}
+    exp = build(config.resolve(doc))
+    group = exp.trainer.optimizer.param_groups[0]
+    assert (group["momentum"], group["dampening"]) == (0.5, 0.5)
+    from tricklab.train.callbacks import Callback
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_begin(self, epoch, logs):
+            seen.append((group["momentum"], group["dampening"]))
+
+    exp.trainer.fit(exp.train_loader, epochs=3, callbacks=[Record()])
+    assert seen == [(0.5, 0.5), (0.5 + 0.4 * 0.5, 0.5 + 0.4 * 0.5), (0.9, 0.9)]
+
+
 def test_translation_must_be_in_pixels():
     cfg = config.resolve({"data": {"name": "mnist"}, "augmentation": {"translation": 0.5}})
     from tricklab.experiment import build_augmentation

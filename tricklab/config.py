@@ -108,6 +108,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "lr": Key(float, 1e-3, low=0.0, low_open=True),
         "momentum": Key(float, 0.0, low=0.0, high=1.0, high_open=True),
         "nesterov": Key(bool, False),
+        "damped": Key(bool, False, help="SGD's dampening = momentum: v = p v + (1 - p) g, the step stays lr "
+                      "whatever p (Hinton et al. 2012); torch's dampening=momentum"),
         "weight_decay": Key(float, 0.0, low=0.0),
         "decay_bn_and_bias": Key(bool, False, help="apply weight decay to biases and batch-norm parameters too"),
         "beta1": Key(float, 0.9, low=0.0, high=1.0, high_open=True),
@@ -121,6 +123,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_lr": Key(float, 0.0, low=0.0),
         "patience": Key(int, 3, low=0),
         "warmup_epochs": Key(int, 0, low=0),
+        "momentum_end": Key(float, 0.0, low=0.0, high=1.0, high_open=True,
+                            help="momentum rises linearly from optimizer.momentum to this over "
+                                 "schedule.momentum_epochs epochs, then stays (Srivastava et al. 2014); 0: off"),
+        "momentum_epochs": Key(int, 0, low=0, help="epochs of the momentum ramp to schedule.momentum_end"),
     },
     "regularization": {
         "clip_value": Key(float, 0.0, low=0.0, help="clip each gradient to [-v, v] (the lecture's theta = 5); 0: off"),
@@ -277,9 +283,11 @@ def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]
     opt = o["name"]
     rules = [
         (opt in ("adam", "adamw"), f'optimizer.name = "{opt}"', "Adam's momentum is optimizer.beta1",
-         ("optimizer.momentum", "optimizer.nesterov")),
+         ("optimizer.momentum", "optimizer.nesterov", "optimizer.damped", "schedule.momentum_end",
+          "schedule.momentum_epochs")),
         (opt in ("sgd", "rmsprop"), f'optimizer.name = "{opt}"', "betas are Adam's", ("optimizer.beta1", "optimizer.beta2")),
-        (opt == "rmsprop", 'optimizer.name = "rmsprop"', "Nesterov momentum is SGD's", ("optimizer.nesterov",)),
+        (opt == "rmsprop", 'optimizer.name = "rmsprop"', "Nesterov momentum and dampening are SGD's",
+         ("optimizer.nesterov", "optimizer.damped")),
         (cfg["early_stopping"]["criterion"] != "patience",
          f'early_stopping.criterion = "{cfg["early_stopping"]["criterion"]}"', "a baseline is for the patience criterion",
          ("early_stopping.baseline",)),
@@ -301,6 +309,16 @@ def _inapplicable_rules(cfg: dict) -> list[tuple[bool, str, str, tuple[str, ...]
     ]
 
 
+def _check_momentum_ramp(cfg: dict) -> None:
+    """schedule.momentum_end and schedule.momentum_epochs come together (the ramp needs both)."""
+    s = cfg["schedule"]
+    if (s["momentum_end"] > 0) != (s["momentum_epochs"] > 0):
+        given, missing = (("schedule.momentum_end", "schedule.momentum_epochs") if s["momentum_end"] > 0
+                          else ("schedule.momentum_epochs", "schedule.momentum_end"))
+        raise ConfigError(f"{given} = {toml_literal(_get(cfg, given))} needs {missing} > 0 as well (the momentum "
+                          f"rises from optimizer.momentum to schedule.momentum_end over schedule.momentum_epochs)")
+
+
 def check_combinations(cfg: dict) -> None:
     """Refuse keys that would have no effect on the chosen model and settings that cannot work together."""
     for holds, choice, why, keys in _inapplicable_rules(cfg):
@@ -312,6 +330,10 @@ def check_combinations(cfg: dict) -> None:
     if o["name"] == "sgd" and o["nesterov"] and o["momentum"] == 0:
         raise ConfigError("optimizer.nesterov = true needs optimizer.momentum > 0 (Nesterov's look-ahead is "
                           "along the momentum), got optimizer.momentum = 0.0")
+    if o["name"] == "sgd" and o["nesterov"] and o["damped"]:
+        raise ConfigError("optimizer.nesterov = true does not go with optimizer.damped = true (torch's Nesterov "
+                          "momentum is undamped); remove one of them")
+    _check_momentum_ramp(cfg)
     e = cfg["early_stopping"]
     if e["enabled"] and cfg["data"]["val_fraction"] == 0:
         raise ConfigError("early_stopping.enabled = true needs a validation split to watch, but data.val_fraction = 0.0 "

@@ -340,7 +340,7 @@ def build_optimizer(cfg: dict, model: nn.Module):
     groups = parameter_groups(cfg, model)
     if o["name"] == "sgd":
         return optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
-                         weight_decay=o["weight_decay"])
+                         dampening=o["momentum"] if o["damped"] else 0.0, weight_decay=o["weight_decay"])
     if o["name"] == "rmsprop":
         return optim.RMSprop(groups, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
     cls = optim.Adam if o["name"] == "adam" else optim.AdamW
@@ -348,14 +348,19 @@ def build_optimizer(cfg: dict, model: nn.Module):
 
 
 def build_scheduler(cfg: dict, optimizer) -> list:
-    """The step-size schedules, stepped once per epoch: an optional linear warm-up over
-    ``warmup_epochs`` chained with the named decay (their factors multiply, as in PyTorch)."""
+    """The schedules, stepped once per epoch: an optional linear warm-up over ``warmup_epochs``
+    chained with the named decay (their factors multiply, as in PyTorch), and an optional momentum
+    ramp to ``momentum_end`` over ``momentum_epochs`` (damped with ``optimizer.damped``)."""
     s = cfg["schedule"]
     out = []
     if s["warmup_epochs"]:
         out.append(optim.lr_scheduler.LinearWarmup(optimizer, s["warmup_epochs"], start_factor=1.0 / (s["warmup_epochs"] + 1)))
     decay = _decay_schedule(cfg, optimizer)
-    return out + ([decay] if decay is not None else [])
+    out += [decay] if decay is not None else []
+    if s["momentum_end"]:
+        out.append(optim.lr_scheduler.MomentumRamp(optimizer, s["momentum_end"], s["momentum_epochs"],
+                                                   damped=cfg["optimizer"]["damped"]))
+    return out
 
 
 def _decay_schedule(cfg: dict, optimizer):

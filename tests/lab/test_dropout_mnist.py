@@ -1,17 +1,31 @@
 """dropout-mnist's schedule and its verdict over seeds, on made-up errors (no training)."""
 
-import types
-
 import numpy as np
+import pytest
 
 from tricklab import optim
+from tricklab.experiment import build_model, build_optimizer, build_scheduler
 from tricklab.lab.reproduce import dropout_mnist as D
-from tricklab.nn import Parameter
+from tricklab.lab.reproduce.common import configure
 
 
-def test_momentum_ramps_over_the_first_quarter_then_stays():
-    assert D.momentum(0, 40) == D.MOMENTUM_START and D.momentum(10, 40) == D.MOMENTUM_END
-    assert D.MOMENTUM_START < D.momentum(5, 40) < D.MOMENTUM_END and D.momentum(39, 40) == D.MOMENTUM_END
+@pytest.mark.parametrize("epochs", [3, 20, 80])
+def test_config_ramps_damped_momentum_over_the_first_quarter(epochs):
+    """The paper's schedule through the configuration: momentum 0.5 rising to 0.95 over the first
+    quarter of the epochs, damped (dampening = momentum), the lr decaying to a tenth at the last epoch."""
+    cfg = configure(D.config([8], "dropout", epochs, D.SIZES["quick"]))
+    model = build_model(cfg, (784,), 10, np.random.SeedSequence(0))
+    opt = build_optimizer(cfg, model)
+    decay, ramp = build_scheduler(cfg, opt)
+    assert isinstance(ramp, optim.lr_scheduler.MomentumRamp) and ramp.total_iters == max(1, epochs // 4)
+    for epoch in range(epochs):
+        group = opt.param_groups[0]
+        p = D.MOMENTUM_START + (D.MOMENTUM_END - D.MOMENTUM_START) * min(1.0, epoch / max(1, epochs // 4))
+        assert group["momentum"] == group["dampening"] == p
+        if epoch < epochs - 1:
+            decay.step()
+            ramp.step()
+    assert group["momentum"] == D.MOMENTUM_END and group["lr"] == pytest.approx(D.LR["dropout"] / 10, rel=1e-12)
 
 
 def test_verdict_needs_the_order_and_gaps_above_the_spread():
@@ -30,20 +44,11 @@ def test_one_seed_never_clears_the_spread():
     assert D.verdict(one).startswith("Matches in direction")
 
 
-def test_the_ramp_damps_momentum_so_the_step_stays_the_learning_rate():
-    """The paper's averaged velocity: with a constant gradient g the step tends to lr * g at any
-    momentum p (PyTorch's undamped default would tend to lr * g / (1 - p), twenty times it at 0.95)."""
-    epochs, lr, g = 40, 0.5, np.array([1.0, -2.0])
-    p = Parameter(np.zeros(2))
-    opt = optim.SGD([p], lr=lr, momentum=D.MOMENTUM_START)
-    trainer = types.SimpleNamespace(optimizer=opt)
-    set_momentum = D.ramp_momentum(epochs)
-    for epoch in range(epochs):
-        set_momentum(epoch, trainer)
-        group = opt.param_groups[0]
-        assert group["momentum"] == group["dampening"] == D.momentum(epoch, epochs)
-        for _ in range(20):
-            before = p.data.copy()
-            p.grad = g.copy()
-            opt.step()
-    np.testing.assert_allclose(before - p.data, lr * g, rtol=1e-9)  # 600 steps at p = 0.95 leave 0.95^600 ~ 4e-14
+def test_the_shipped_config_is_the_reproductions_dropout_max_norm_net():
+    from pathlib import Path
+
+    from tricklab import config
+    shipped = config.load(Path(__file__).parents[2] / "configs" / "lab" / "dropout_mnist.toml")
+    s = D.SIZES["full"]
+    ours = configure(D.config(s["hidden"], "dropout + max-norm", s["epochs"]["dropout + max-norm"], s))
+    assert shipped == {**ours, "run": {**ours["run"], "name": "dropout-mnist"}}

@@ -236,3 +236,88 @@ def test_bad_arguments_raise(make, match):
 def test_needs_an_optimizer():
     with pytest.raises(TypeError, match="needs an Optimizer"):
         sched.StepLR(object(), 3)
+
+
+def ramp_momenta(opt, ramp, steps):
+    """Each group's (momentum, dampening) after construction and after each step."""
+    seq = [[(g["momentum"], g["dampening"]) for g in opt.param_groups]]
+    for _ in range(steps):
+        ramp.step()
+        seq.append([(g["momentum"], g["dampening"]) for g in opt.param_groups])
+    return seq
+
+
+@pytest.mark.parametrize("damped", [False, True])
+def test_momentum_ramp_is_linear_then_holds(damped):
+    o = optim.SGD([{"params": [Parameter(np.zeros(2))], "momentum": p} for p in (0.5, 0.9)], lr=0.1)
+    seq = ramp_momenta(o, sched.MomentumRamp(o, 0.95, 8, damped=damped), 20)
+    for t, groups in enumerate(seq):
+        for (p, d), p0 in zip(groups, (0.5, 0.9)):
+            assert p == p0 + (0.95 - p0) * min(1.0, t / 8) and d == (p if damped else 0.0)
+    assert seq[8] == seq[20] and seq[0][0][0] == 0.5 and seq[8][0][0] == 0.95
+
+
+def test_damped_ramp_steps_equal_torch_sgd_with_dampening_set_each_epoch():
+    """Torch has no momentum ramp; its SGD with momentum and dampening set to p_t by hand each epoch
+    is the reference for the parameters' trajectory (float64, so equal up to a few ulps)."""
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal((12, 5, 3))  # 12 epochs of 5 steps
+    w = Parameter(np.zeros(3))
+    ours = optim.SGD([w], lr=0.5, momentum=0.5, dampening=0.5)
+    ramp = sched.MomentumRamp(ours, 0.95, 4, damped=True)
+    tw = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    theirs = torch.optim.SGD([tw], lr=0.5, momentum=0.5, dampening=0.5)
+    for epoch, steps in enumerate(grads):
+        p = 0.5 + (0.95 - 0.5) * min(1.0, epoch / 4)
+        theirs.param_groups[0].update(momentum=p, dampening=p)
+        for g in steps:
+            w.grad = g.copy()
+            ours.step()
+            tw.grad = torch.from_numpy(g.copy())
+            theirs.step()
+        ramp.step()
+    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-14, atol=1e-15)
+
+
+def test_damped_ramp_keeps_the_step_at_the_learning_rate():
+    """The paper's averaged velocity: with a constant gradient g the step tends to lr * g at any
+    momentum p (torch's undamped default would tend to lr * g / (1 - p), twenty times it at 0.95)."""
+    lr, g = 0.5, np.array([1.0, -2.0])
+    for damped, expected in ((True, lr * g), (False, lr * g / (1 - 0.95))):
+        p = Parameter(np.zeros(2))
+        opt = optim.SGD([p], lr=lr, momentum=0.5)
+        ramp = sched.MomentumRamp(opt, 0.95, 10, damped=damped)
+        for _ in range(40):
+            for _ in range(20):
+                before = p.data.copy()
+                p.grad = g.copy()
+                opt.step()
+            ramp.step()
+        np.testing.assert_allclose(before - p.data, expected, rtol=1e-9)  # 0.95^600 ~ 4e-14 left of the start
+
+
+def test_momentum_ramp_resumes_through_json():
+    o1 = ours_opt()
+    r1 = sched.MomentumRamp(o1, 0.99, 10, damped=True)
+    straight = ramp_momenta(o1, r1, 15)
+    o2 = ours_opt()
+    r2 = sched.MomentumRamp(o2, 0.99, 10, damped=True)
+    head = ramp_momenta(o2, r2, 6)
+    opt_state, ramp_state = json.dumps(o2.state_dict(), default=np.ndarray.tolist), json.dumps(r2.state_dict())
+    o3 = ours_opt()
+    r3 = sched.MomentumRamp(o3, 0.99, 10, damped=True)
+    o3.load_state_dict(json.loads(opt_state))
+    r3.load_state_dict(json.loads(ramp_state))
+    assert head + ramp_momenta(o3, r3, 9)[1:] == straight
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: sched.MomentumRamp(ours_opt(), 1.0, 5), r"end must be in \[0, 1\)"),
+    (lambda: sched.MomentumRamp(ours_opt(), 0.9, 0), "total_iters must be an int >= 1"),
+    (lambda: sched.MomentumRamp(optim.Adam([Parameter(np.zeros(2))]), 0.9, 5), "an optimizer with momentum"),
+    (lambda: sched.MomentumRamp(optim.RMSprop([Parameter(np.zeros(2))]), 0.9, 5, damped=True),
+     "damped must be False for an optimizer without dampening"),
+])
+def test_momentum_ramp_bad_arguments_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -12,7 +12,8 @@ closed form itself (``closed_form_lr``) is what :class:`SequentialLR` uses to re
 
 Two ways to combine schedulers: chain them (step all of them, each multiplies the lr the others
 left, e.g. warmup and decay at once; the Trainer takes a list), or hand over from one to the next
-at given steps with :class:`SequentialLR`.
+at given steps with :class:`SequentialLR`. :class:`MomentumRamp` schedules the momentum (and its
+dampening) the same way and chains with them.
 """
 
 from __future__ import annotations
@@ -222,6 +223,58 @@ class LinearWarmup(LinearLR):
         _require("LinearWarmup", "warmup_steps", warmup_steps, _is_int(warmup_steps, 1),
                  "an int >= 1")
         super().__init__(optimizer, start_factor, 1.0, warmup_steps)
+
+
+class MomentumRamp:
+    """Raise SGD's (or RMSprop's) momentum linearly from each group's initial one to ``end`` over
+    ``total_iters`` steps, then hold it (Hinton et al. 2012: 0.5 rising to 0.99 over 500 epochs)::
+
+        p_t = p_0 + (end - p_0) * min(1, t / total_iters)
+
+    With ``damped`` the dampening follows the momentum (``dampening = p_t``), so the velocity
+    averages the gradients, ``v_t = p_t v_{t-1} + (1 - p_t) g_t``, and the step stays ``lr * g``
+    however high ``p_t`` climbs (Hinton et al. 2012, Appendix A); undamped, it grows to
+    ``lr * g / (1 - p_t)``, twenty times at 0.95. It steps like the lr schedulers (construction is
+    step 0) and chains with them: torch's OneCycleLR schedules momentum in the same place.
+    """
+
+    def __init__(self, optimizer: Optimizer, end: float, total_iters: int, damped: bool = False):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"MomentumRamp needs an Optimizer, got {type(optimizer).__name__}")
+        groups = optimizer.param_groups
+        _require("MomentumRamp", "optimizer", type(optimizer).__name__, all("momentum" in g for g in groups),
+                 "an optimizer with momentum (SGD, RMSprop)")
+        _require("MomentumRamp", "end", end, 0 <= end < 1, "in [0, 1)")
+        _require("MomentumRamp", "total_iters", total_iters, _is_int(total_iters, 1), "an int >= 1")
+        _require("MomentumRamp", "damped", damped, not damped or all("dampening" in g for g in groups),
+                 "False for an optimizer without dampening (SGD has it)")
+        self.optimizer, self.end, self.total_iters, self.damped = optimizer, end, total_iters, bool(damped)
+        for group in groups:
+            group.setdefault("initial_momentum", group["momentum"])
+        self.base_momenta = [group["initial_momentum"] for group in groups]
+        self.last_epoch = -1
+        self.step()
+
+    def momenta(self) -> list[float]:
+        """Every group's momentum at step ``self.last_epoch``."""
+        ramp = min(1.0, self.last_epoch / self.total_iters)
+        return [p0 + (self.end - p0) * ramp for p0 in self.base_momenta]
+
+    def step(self, metrics: float | None = None) -> None:
+        """Advance one epoch (or step); ``metrics`` is ignored, as by the lr schedulers."""
+        self.last_epoch += 1
+        for group, p in zip(self.optimizer.param_groups, self.momenta(), strict=True):
+            group["momentum"] = p
+            if self.damped:
+                group["dampening"] = p
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update({k: (list(v) if isinstance(v, list) else v) for k, v in state_dict.items()})
+        self.last_epoch -= 1
+        self.step()  # the groups' momentum of the restored step (an optimizer's state may predate it)
 
 
 class SequentialLR(LRScheduler):

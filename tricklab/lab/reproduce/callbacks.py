@@ -88,16 +88,6 @@ class InitialWeights(Callback):
             self.set_weights(self.trainer.model)
 
 
-class EpochBegin(Callback):
-    """``function(epoch, trainer)`` before every epoch (0-based): e.g. a momentum ramp."""
-
-    def __init__(self, function: Callable):
-        self.function = function
-
-    def on_epoch_begin(self, epoch, logs):
-        self.function(epoch, self.trainer)
-
-
 class Measure(Callback):
     """``measure(model)`` before the first step (``records["init"]``), after every epoch if
     ``each_epoch`` (``records["epochs"]``) and after the last step (``records["trained"]``)."""
