@@ -21,7 +21,7 @@ def test_quick_reproduction_and_its_report(name, tmp_path, request):
     saved = json.loads((out / "reproduction.json").read_text())
     assert saved["name"] == name and saved["size"] == "quick" and saved["table"] and saved["verdict"]
     assert all(set(row) == {"quantity", "paper", "ours"} and row["paper"] and row["ours"] for row in saved["table"])
-    assert doc["wall_seconds"] < 120
+    assert 0 < saved["wall_seconds"] == doc["wall_seconds"]  # recorded, not timed: a test never asserts speed
     table = (out / "table.md").read_text()
     assert "| quantity | paper | ours |" in table
     assert saved["figures"]
