@@ -37,6 +37,17 @@ def test_verdict_needs_the_order_and_gaps_above_the_spread():
     wrong = dict(clear, standard=[0.0120, 0.0121, 0.0119])
     text = D.verdict(wrong)
     assert text.startswith("Does not match") and "standard 1.20% -> dropout 1.30%: -0.10 points" in text
+    assert "-0.10 points against a spread of 0.01, reversed" in text and "0.01, above the spread" in text
+
+
+def test_equal_means_are_a_tie_not_a_step():
+    """Errors are counts over the test set: equal sums of three seeds' errors are a tie even where
+    the floats' means differ in the last bit."""
+    errors = {"standard": [0.0147, 0.0164, 0.0152], "dropout": [0.0142, 0.0145, 0.0129],
+              "dropout + max-norm": [0.0135, 0.0148, 0.0133]}
+    text = D.verdict(errors)
+    assert text.startswith("Does not match") and "+0.16 points against a spread of 0.09, above the spread" in text
+    assert "+0.00 points against a spread of 0.09, tied" in text
 
 
 def test_one_seed_never_clears_the_spread():
