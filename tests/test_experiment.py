@@ -12,6 +12,7 @@ import pytest
 from tricklab import config
 from tricklab.cli import main
 from tricklab.experiment import build, evaluate_run, load_model, train_run
+from tricklab.train.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"run": {"seed": 3}, "data": {"name": "mnist1d", "train_subset": 1000},
@@ -155,16 +156,14 @@ def test_warmup_then_decay_schedule(tmp_path):
     assert lrs[1] < lrs[0] * 2 and lrs[3] < lrs[2]
 
 
-def test_momentum_ramp_through_the_configuration(tmp_path):
+def test_momentum_ramp_through_the_configuration():
     """schedule.momentum_end / momentum_epochs ramp the momentum, damped with optimizer.damped."""
-    from tricklab.experiment import build
     doc = {**SMALL, "early_stopping": {"enabled": False}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.5,
                                                                         "damped": True},
            "schedule": {"momentum_end": 0.9, "momentum_epochs": 2}, "train": {"epochs": 3}}
     exp = build(config.resolve(doc))
     group = exp.trainer.optimizer.param_groups[0]
     assert (group["momentum"], group["dampening"]) == (0.5, 0.5)
-    from tricklab.train.callbacks import Callback
     seen = []
 
     class Record(Callback):
