@@ -268,11 +268,10 @@ class MomentumRamp:
             if self.damped:
                 group["dampening"] = p
 
-    def state_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items() if k != "optimizer"}
+    state_dict = LRScheduler.state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update({k: (list(v) if isinstance(v, list) else v) for k, v in state_dict.items()})
+        LRScheduler.load_state_dict(self, state_dict)
         self.last_epoch -= 1
         self.step()  # the groups' momentum of the restored step (an optimizer's state may predate it)
 

@@ -59,9 +59,14 @@ def seeds_of(seed: int, size: dict) -> list[int]:
     return [seed + k for k in range(size["seeds"])]
 
 
+def named_seeds(seeds: list[int]) -> str:
+    """'seeds 0-2', or 'seed 0' for one."""
+    return f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+
+
 def over_seeds(seeds: list[int]) -> str:
     """How a table row names what it summarizes: 'mean ± sd over seeds 0-2', or 'seed 0' for one."""
-    return f"mean ± sd over seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return f"mean ± sd over {named_seeds(seeds)}" if len(seeds) > 1 else named_seeds(seeds)
 
 
 def figure(fig, path: Path) -> str:

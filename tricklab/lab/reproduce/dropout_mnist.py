@@ -39,7 +39,8 @@ import numpy as np
 from ...train.callbacks import EpochLog
 from .callbacks import EvaluateEachEpoch
 from ...stats import mean_std, pm
-from .common import Reproduction, Timer, configure, figure, over_seeds, pyplot, seeds_of, splits, train
+from .common import (Reproduction, Timer, configure, figure, named_seeds, over_seeds, pyplot, seeds_of, splits,
+                     train)
 
 NAME = "dropout-mnist"
 TITLE = "Dropout on MNIST: less overfitting, lower test error (Srivastava et al. 2014, Table 2)"
@@ -157,7 +158,7 @@ def write(out: Path, size: str, settings: dict, runs: dict[str, list[dict]], wal
         rep.row(f"test minus training error, {v} ({over})", "smaller with dropout", pm(gaps))
     for a, b in zip(ORDER, ORDER[1:]):  # the variants share each seed's split, initial weights and minibatches
         diffs = [ea - eb for ea, eb in zip(final_errors(runs[a]), final_errors(runs[b]))]
-        rep.row(f"test error, {a} minus {b}, seed by seed ({over.split(' over ')[-1]}; paired)", "> 0",
+        rep.row(f"test error, {a} minus {b}, seed by seed ({named_seeds(seeds)}; paired)", "> 0",
                 ", ".join(f"{100 * d:+.2f}" for d in diffs) + " points")
     rep.verdict = verdict({v: final_errors(hs) for v, hs in runs.items()})
     rep.extra = {"runs": runs}
