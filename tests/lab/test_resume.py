@@ -93,3 +93,39 @@ def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env)
             assert a["metrics"]["val_loss"] == pytest.approx(b["metrics"]["val_loss"], rel=1e-3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"] == 3 and summary["failed"] == 0 and summary["complete"] == 3
+
+
+def _losing_the_creation_race(monkeypatch, failures: int):
+    """study._rdb_storage raising the IntegrityError of a process that lost the race to create the
+    tables (as Optuna raises it) ``failures`` times, then opening the database."""
+    import sqlalchemy.exc
+
+    from tricklab.lab import study
+
+    real, calls = study._rdb_storage, []
+
+    def flaky(url, heartbeat):
+        calls.append(url)
+        if len(calls) <= failures:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(url, heartbeat)
+
+    monkeypatch.setattr(study, "_rdb_storage", flaky)
+    monkeypatch.setattr(study.time, "sleep", lambda s: None)
+    return study, calls
+
+
+def test_opening_a_database_another_process_is_creating_tries_again(tmp_path, monkeypatch):
+    study, calls = _losing_the_creation_race(monkeypatch, failures=2)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    storage = study.open_storage(url)
+    assert len(calls) == 3 and storage.get_all_studies() == []
+
+
+def test_a_database_that_never_opens_raises_after_the_attempts(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    study, calls = _losing_the_creation_race(monkeypatch, failures=99)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        study.open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", attempts=4)
+    assert len(calls) == 4

@@ -22,6 +22,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,9 +45,26 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'sweep.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: bool = False, attempts: int = 5) -> optuna.storages.RDBStorage:
     """The study's database; SQLite waits up to a minute for a lock (workers report into it too).
-    ``heartbeat``: the coordinator's, which fails stale trials and retries them."""
+    ``heartbeat``: the coordinator's, which fails stale trials and retries them.
+
+    Two processes opening a new database at once (workers starting together, or a reader such as
+    ``optuna.load_study`` beside the coordinator) race to create Optuna's tables and stamp its schema
+    version: the loser gets an IntegrityError (``UNIQUE constraint failed: alembic_version``) or a
+    lock error. Opening again then finds the winner's tables, so it is retried ``attempts`` times."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return _rdb_storage(url, heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _rdb_storage(url: str, heartbeat: bool) -> optuna.storages.RDBStorage:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if not heartbeat:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
