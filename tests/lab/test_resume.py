@@ -11,6 +11,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 GRID = ["--grid", "optimizer.lr=0.003,0.01,0.03"]
+# epochs of each run: once numba's kernels are compiled a 6-epoch trial took 0.2 s, and the 0.2 s
+# poll below missed the moment to kill (one trial complete, another under way) on an idle machine
+EPOCHS = 24
 
 
 def _sweep(cfg, out, env, **kw):
@@ -37,7 +40,7 @@ def _histories(trial):
 def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(tiny_config.read_text().replace("hidden = [32]", "hidden = [128, 128]")
-                   .replace("epochs = 3", "epochs = 6"))
+                   .replace("epochs = 3", f"epochs = {EPOCHS}"))
     out, db = tmp_path / "sweep", tmp_path / "sweep" / "sweep.db"
     proc = _sweep(cfg, out, subprocess_env)
     deadline = time.time() + 240
@@ -78,8 +81,8 @@ def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env)
             assert retry.user_attrs["run_dirs"] == t.user_attrs["run_dirs"]
         assert retry.user_attrs["run_dirs"][0][:9] == f"runs/{t.number:04d}"
     for t in complete.values():
-        assert _histories(t) == [[1, 2, 3, 4, 5, 6]] * 2  # a resumed run has each epoch exactly once
-        assert sorted(t.intermediate_values) == list(range(1, 13))  # seed k, epoch e: step 6 k + e
+        assert _histories(t) == [list(range(1, EPOCHS + 1))] * 2  # a resumed run has each epoch exactly once
+        assert sorted(t.intermediate_values) == list(range(1, 2 * EPOCHS + 1))  # seed k, epoch e: step EPOCHS k + e
 
     # the interrupted sweep ends with the results of one never interrupted (up to the last bits
     # of BLAS rounding: at most one validation example of the 400 may flip)
