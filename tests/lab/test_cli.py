@@ -74,3 +74,11 @@ def test_metric_and_layer_class_tricks_through_the_commands(regression_config, t
     table = (out / "ablation.md").read_text()
     assert table.startswith("| variant | validation R² | test R² | epochs to R² >= ")
     assert "| full (= + Dropout) |" in table
+
+
+def test_reproduce_workers_are_refused_where_the_trainings_run_in_one_process(capsys):
+    assert main(["reproduce", "symmetry", "--quick", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tricklab: error: --workers: symmetry runs its trainings in one process (--workers is for dropout-mnist)\n"
+    assert main(["reproduce", "dropout-mnist", "--quick", "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "tricklab: error: --workers must be at least 1, got 0\n"

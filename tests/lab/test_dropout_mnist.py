@@ -63,3 +63,51 @@ def test_the_shipped_config_is_the_reproductions_dropout_max_norm_net():
     s = D.SIZES["full"]
     ours = configure(D.config(s["hidden"], "dropout + max-norm", s["epochs"]["dropout + max-norm"], s))
     assert shipped == {**ours, "run": {**ours["run"], "name": "dropout-mnist"}}
+
+
+def _trained(logs: list[str]) -> set[str]:
+    """The trainings a reproduction's log shows epochs of ('seed 0 dropout', ...)."""
+    return {line.split(":")[0] for line in logs if ": epoch" in line}
+
+
+@pytest.mark.slow
+def test_a_rerun_reads_finished_trainings_and_trains_only_the_others(tmp_path, mnist_root, monkeypatch):
+    first = D.run(tmp_path, size="quick", data_root=mnist_root, log=lambda msg: None)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "dropout-max-norm-seed0.json", "dropout-seed0.json", "standard-seed0.json"]
+    (tmp_path / "runs" / "dropout-max-norm-seed0.json").unlink()  # as if killed while training it
+    logs = []
+    second = D.run(tmp_path, size="quick", data_root=mnist_root, log=logs.append)
+    assert logs[0].startswith("2 of 3 trainings read from") and _trained(logs) == {"seed 0 dropout + max-norm"}
+    assert second["extra"]["runs"] == first["extra"]["runs"] and second["table"] == first["table"]
+    assert second["settings"]["trainings_read_from_earlier_runs"] == 2
+
+    monkeypatch.setitem(D.LR, "dropout", D.LR["dropout"] / 2)  # a changed configuration is trained again
+    logs.clear()
+    third = D.run(tmp_path, size="quick", data_root=mnist_root, log=logs.append)
+    assert _trained(logs) == {"seed 0 dropout"}
+    assert third["extra"]["runs"]["standard"] == first["extra"]["runs"]["standard"]
+    assert third["extra"]["runs"]["dropout"] != first["extra"]["runs"]["dropout"]
+
+
+@pytest.mark.slow
+def test_trainings_in_worker_processes_equal_those_in_one(tmp_path, mnist_root):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # the workers' one BLAS thread each
+        alone = D.run(tmp_path / "one", size="quick", data_root=mnist_root, log=lambda msg: None)
+    logs = []
+    pooled = D.run(tmp_path / "two", size="quick", data_root=mnist_root, log=logs.append, workers=2)
+    assert pooled["extra"]["runs"] == alone["extra"]["runs"]
+    done = sorted(line.split(": done")[0] for line in logs if ": done (" in line)
+    assert done == ["dropout + max-norm, seed 0", "dropout, seed 0", "standard, seed 0"]
+    assert pooled["settings"]["workers"] == 2 and (tmp_path / "two" / "runs" / "dropout-seed0.json").exists()
+
+
+@pytest.mark.slow
+def test_failed_trainings_in_workers_name_themselves(tmp_path):
+    bad = tmp_path / "bad-mnist"
+    (bad / "mnist").mkdir(parents=True)
+    (bad / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"not MNIST")  # fails its checksum in every worker
+    with pytest.raises(RuntimeError, match=r"3 training\(s\) failed \(standard, seed 0; .*a rerun trains only"):
+        D.run(tmp_path / "out", size="quick", data_root=str(bad), log=lambda msg: None, workers=2)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def _trains_in_parallel(module) -> bool:
+    return "workers" in inspect.signature(module.run).parameters
+
+
 def cmd_reproduce(args) -> int:
     from . import reproduce
 
@@ -95,8 +100,14 @@ def cmd_reproduce(args) -> int:
         return _fail(exc.args[0])
     size = "quick" if args.quick else "full"
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.name}-{size}"
+    parallel = {"workers": args.workers} if args.workers != 1 else {}
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1, got {args.workers}")
+    if parallel and not _trains_in_parallel(m):
+        takes = ", ".join(n for n in reproduce.MODULES if _trains_in_parallel(reproduce.get(n)))
+        return _fail(f"--workers: {args.name} runs its trainings in one process (--workers is for {takes})")
     doc = m.run(out, size=size, seed=args.seed, data_root=args.data_root,
-                log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                log=lambda msg: print(msg, file=sys.stderr, flush=True), **parallel)
     print((out / "table.md").read_text())
     if not args.no_report:
         from .report import write_report
@@ -175,6 +186,8 @@ def register(sub) -> None:
     rp.add_argument("--seed", type=int, default=0, help="seed of the reproduction's runs (default: 0)")
     rp.add_argument("--data-root", default=None, help="folder with the MNIST files (default: $TRICKLAB_DATA, cache)")
     rp.add_argument("--out", default=None, help="folder (default: runs/reproduce-NAME-SIZE)")
+    rp.add_argument("--workers", type=int, default=1,
+                    help="trainings run at once as processes, one BLAS thread each (dropout-mnist; default: 1)")
     rp.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     rp.set_defaults(func=cmd_reproduce)
 

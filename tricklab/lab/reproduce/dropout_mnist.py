@@ -32,10 +32,13 @@ References:
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from ...fileio import atomic_write_bytes
 from ...train.callbacks import EpochLog
 from .callbacks import EvaluateEachEpoch
 from ...stats import mean_std, pm
@@ -100,27 +103,103 @@ def train_variant(variant: str, s: dict, data: dict, seed: int, data_root, log) 
     return hist
 
 
-def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print) -> dict:
+def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print,
+        workers: int = 1) -> dict:
+    """Train every (variant, seed) of ``size`` and write the report. Each training is saved to
+    ``OUT/runs/`` as it finishes; started again with the same arguments, the reproduction reads the
+    trainings whose configuration is unchanged and trains only the others, so a crash or Ctrl-C loses
+    only the trainings in flight. ``workers`` > 1 runs that many trainings at once as processes (one
+    BLAS thread each; the trainings do not depend on one another)."""
     s = SIZES[size]
     timer = Timer()
-    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "runs").mkdir(parents=True, exist_ok=True)
     seeds = seeds_of(seed, s)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for sd in seeds:
-        standard = config(s["hidden"], "standard", s["epochs"]["standard"], s, data_root)
-        data = splits(configure(standard, sd))  # every variant's: the split depends on the data keys only
-        for v in VARIANTS:
-            runs[v].append(train_variant(v, s, data, sd, data_root, lambda msg, sd=sd: log(f"seed {sd} {msg}")))
-    return write(out, size, settings_of(s, seeds, data), runs, timer.seconds)
+    jobs = [(v, sd) for sd in seeds for v in VARIANTS]
+    done = {job: rec for job in jobs if (rec := _saved(out, size, *job, data_root)) is not None}
+    if done:
+        log(f"{len(done)} of {len(jobs)} trainings read from {Path(out, 'runs')} (their configuration is unchanged)")
+    todo = [job for job in jobs if job not in done]
+    if workers > 1 and len(todo) > 1:
+        done.update(_train_in_processes(out, size, todo, data_root, workers, log))
+    else:
+        for v, sd in todo:
+            done[v, sd] = _save(out, size, v, sd, data_root, train_job(v, size, sd, data_root, log))
+    runs = {v: [done[v, sd]["history"] for sd in seeds] for v in VARIANTS}
+    settings = {**settings_of(s, seeds, done[jobs[0]]["sizes"]), "workers": workers,
+                "trainings_read_from_earlier_runs": len(jobs) - len(todo),
+                "training_seconds_summed": round(sum(rec["seconds"] for rec in done.values()), 1)}
+    return write(out, size, settings, runs, timer.seconds)
 
 
-def settings_of(s: dict, seeds: list[int], data: dict) -> dict:
-    """What the report states of a run of size ``s`` on ``data`` (the splits' sizes) over ``seeds``."""
+def train_job(variant: str, size: str, seed: int, data_root: str | None = None, log=None) -> dict:
+    """One training of ``variant`` at ``size`` on seed ``seed``'s split (what a worker process runs):
+    its history, the splits' sizes and its seconds. Logs to stderr unless ``log`` is given."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    timer = Timer()
+    s = SIZES[size]
+    data = splits(configure(config(s["hidden"], "standard", s["epochs"]["standard"], s, data_root), seed))
+    hist = train_variant(variant, s, data, seed, data_root, lambda msg: log(f"seed {seed} {msg}"))
+    return {"history": hist, "sizes": {k: len(y) for k, (_, y) in data.items()}, "seconds": timer.seconds}
+
+
+def _train_in_processes(out: Path, size: str, jobs: list, data_root, workers: int, log) -> dict:
+    """``jobs`` as tasks on a local pool of ``workers`` processes; each saved as it finishes."""
+    from ..backends import LocalBackend, Task, from_list
+
+    tasks = [Task(f"{v}, seed {sd}", f"{__name__}:train_job", {"variant": v, "size": size, "seed": sd,
+                                                                  "data_root": data_root}) for v, sd in jobs]
+    job_of = {t.key: job for t, job in zip(tasks, jobs)}
+    done, failed = {}, []
+
+    def on_done(task, result):
+        done[job_of[task.key]] = _save(out, size, *job_of[task.key], data_root, result["result"])
+        log(f"{task.key}: done ({len(done)} of {len(jobs)})")
+
+    def on_fail(task, trace):
+        log(f"{task.key}: failed\n{trace}")
+        failed.append(task.key)
+
+    LocalBackend(workers).run(from_list(tasks), lambda task, where: log(f"{task.key}: started"), on_done, on_fail)
+    if failed:
+        failed = [t.key for t in tasks if t.key in failed]  # in the order of the jobs, not of their ends
+        raise RuntimeError(f"{NAME}: {len(failed)} training(s) failed ({'; '.join(failed)}); the {len(done)} "
+                           f"finished are saved in {Path(out, 'runs')} and a rerun trains only the others")
+    return done
+
+
+def _record_path(out: Path, variant: str, seed: int) -> Path:
+    return Path(out, "runs", f"{variant.replace(' + ', '-').replace(' ', '-')}-seed{seed}.json")
+
+
+def _job_config(size: str, variant: str, seed: int, data_root) -> dict:
+    """The resolved configuration of one training, as JSON reads it back (what a saved training must match)."""
+    s = SIZES[size]
+    return json.loads(json.dumps(configure(config(s["hidden"], variant, s["epochs"][variant], s, data_root), seed)))
+
+
+def _save(out: Path, size: str, variant: str, seed: int, data_root, result: dict) -> dict:
+    record = {"variant": variant, "seed": seed, "config": _job_config(size, variant, seed, data_root), **result}
+    atomic_write_bytes(_record_path(out, variant, seed), (json.dumps(record) + "\n").encode())
+    return record
+
+
+def _saved(out: Path, size: str, variant: str, seed: int, data_root) -> dict | None:
+    """The saved training of (variant, seed) if there is one with the same configuration, else None."""
+    path = _record_path(out, variant, seed)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("config") == _job_config(size, variant, seed, data_root) else None
+
+
+def settings_of(s: dict, seeds: list[int], sizes: dict) -> dict:
+    """What the report states of a run of size ``s`` over ``seeds`` on splits of ``sizes`` (examples)."""
     return {**s, "lr": {v: f"{lr}, decaying exponentially to {lr / 10:g}" for v, lr in LR.items()},
             "batch_size": BATCH, "momentum": f"{MOMENTUM_START} rising to {MOMENTUM_END}, damped (the paper's)",
             "drop_probability": {"input": P_INPUT, "hidden": P_HIDDEN}, "max_norm_c": MAX_NORM,
-            "seeds": seeds, "n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
-            "n_test": len(data["test"][1]), "training_error_on": min(TRAIN_SCORED, len(data["train"][1]))}
+            "seeds": seeds, "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"],
+            "training_error_on": min(TRAIN_SCORED, sizes["train"])}
 
 
 def final_errors(runs: list[dict], split: str = "test") -> list[float]:
