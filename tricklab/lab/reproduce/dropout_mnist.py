@@ -211,6 +211,8 @@ def write(out: Path, size: str, settings: dict, runs: dict[str, list[dict]], wal
     """Figure (the first seed's curves), table (mean ± sd over the seeds) and verdict of measured ``runs``."""
     s, seeds = settings, settings["seeds"]
     plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter
+
     fig, (ax_test, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (v, hs) in enumerate(runs.items()):
         h = hs[0]
@@ -218,8 +220,10 @@ def write(out: Path, size: str, settings: dict, runs: dict[str, list[dict]], wal
         ax_gap.plot(h["epoch"], np.asarray(h["train_error"]) * 100, ls="--", color=f"C{i}", label=f"{v}, training")
         ax_gap.plot(h["epoch"], np.asarray(h["test_error"]) * 100, color=f"C{i}", label=f"{v}, test")
     ax_test.set(xlabel="epoch", ylabel="test error (%)", title=f"test error (seed {seeds[0]})", yscale="log")
-    ax_gap.set(xlabel="epoch", ylabel="error (%)", title=f"training against test error (seed {seeds[0]})",
-               yscale="log")
+    for axis in (ax_test.yaxis.set_major_formatter, ax_test.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%g"))  # 1.5, 2, 3 rather than 2 x 10^0
+    ax_gap.set(xlabel="epoch", ylabel="error (%)", title=f"training against test error (seed {seeds[0]})")
+    ax_gap.set_yscale("symlog", linthresh=0.01)  # linear below 0.01% (one image in 10,000): a zero training error stays on the plot
     for ax in (ax_test, ax_gap):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
