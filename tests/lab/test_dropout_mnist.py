@@ -70,17 +70,33 @@ def _trained(logs: list[str]) -> set[str]:
     return {line.split(":")[0] for line in logs if ": epoch" in line}
 
 
+def test_the_fingerprint_holds_what_changes_a_training_and_not_where_the_data_lies(monkeypatch):
+    before = D.fingerprint("quick", "dropout", 0)
+    assert before["config"]["data"]["root"] == "" and before == D.fingerprint("quick", "dropout", 0)
+    assert before != D.fingerprint("quick", "dropout", 1) != D.fingerprint("quick", "standard", 1)
+    monkeypatch.setattr(D, "TRAIN_SCORED", D.TRAIN_SCORED // 2)  # the training error is scored on fewer
+    assert D.fingerprint("quick", "dropout", 0) != before
+    monkeypatch.undo()
+    capped = D.fingerprint("quick", "dropout + max-norm", 0)
+    monkeypatch.setattr(D, "MAX_NORM", D.MAX_NORM + 1)
+    assert D.fingerprint("quick", "dropout + max-norm", 0) != capped
+    assert D.fingerprint("quick", "dropout", 0) == before  # the dropout net has no max-norm
+
+
 @pytest.mark.slow
 def test_a_rerun_reads_finished_trainings_and_trains_only_the_others(tmp_path, mnist_root, monkeypatch):
     first = D.run(tmp_path, size="quick", data_root=mnist_root, log=lambda msg: None)
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [
         "dropout-max-norm-seed0.json", "dropout-seed0.json", "standard-seed0.json"]
-    (tmp_path / "runs" / "dropout-max-norm-seed0.json").unlink()  # as if killed while training it
+    (runs / "dropout-max-norm-seed0.json").unlink()  # as if killed while training it
+    (runs / "standard-seed0.json").write_text("[1]")  # not a saved training
     logs = []
     second = D.run(tmp_path, size="quick", data_root=mnist_root, log=logs.append)
-    assert logs[0].startswith("2 of 3 trainings read from") and _trained(logs) == {"seed 0 dropout + max-norm"}
+    assert logs[0].startswith("1 of 3 trainings read from")
+    assert _trained(logs) == {"seed 0 dropout + max-norm", "seed 0 standard"}
     assert second["extra"]["runs"] == first["extra"]["runs"] and second["table"] == first["table"]
-    assert second["settings"]["trainings_read_from_earlier_runs"] == 2
+    assert second["settings"]["trainings_read_from_earlier_runs"] == 1
 
     monkeypatch.setitem(D.LR, "dropout", D.LR["dropout"] / 2)  # a changed configuration is trained again
     logs.clear()
@@ -91,23 +107,42 @@ def test_a_rerun_reads_finished_trainings_and_trains_only_the_others(tmp_path, m
 
 
 @pytest.mark.slow
-def test_trainings_in_worker_processes_equal_those_in_one(tmp_path, mnist_root):
+def test_trainings_in_worker_processes_equal_those_in_one(tmp_path, mnist_root, monkeypatch):
     from threadpoolctl import threadpool_limits
 
+    monkeypatch.setitem(D.SIZES["quick"], "seeds", 2)  # each seed's histories in its place
     with threadpool_limits(1):  # the workers' one BLAS thread each
         alone = D.run(tmp_path / "one", size="quick", data_root=mnist_root, log=lambda msg: None)
     logs = []
     pooled = D.run(tmp_path / "two", size="quick", data_root=mnist_root, log=logs.append, workers=2)
     assert pooled["extra"]["runs"] == alone["extra"]["runs"]
-    done = sorted(line.split(": done")[0] for line in logs if ": done (" in line)
-    assert done == ["dropout + max-norm, seed 0", "dropout, seed 0", "standard, seed 0"]
-    assert pooled["settings"]["workers"] == 2 and (tmp_path / "two" / "runs" / "dropout-seed0.json").exists()
+    assert alone["extra"]["runs"]["dropout"][0] != alone["extra"]["runs"]["dropout"][1]
+    done = [line for line in logs if ": done (" in line]
+    assert len(done) == 6 and done[-1].endswith(": done (6 of 6)")
+    assert pooled["settings"]["workers_this_invocation"] == 2
+
+    (tmp_path / "two" / "runs" / "dropout-seed1.json").unlink()
+    logs.clear()
+    again = D.run(tmp_path / "two", size="quick", data_root=mnist_root, log=logs.append, workers=2)
+    assert [line for line in logs if line.endswith(": started")] == ["dropout, seed 1: started"]
+    assert again["extra"]["runs"] == alone["extra"]["runs"]
 
 
 @pytest.mark.slow
-def test_failed_trainings_in_workers_name_themselves(tmp_path):
+def test_failed_trainings_in_workers_are_one_line_and_their_tracebacks_are_kept(tmp_path, capsys):
+    from tricklab.cli import main
+
     bad = tmp_path / "bad-mnist"
     (bad / "mnist").mkdir(parents=True)
     (bad / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"not MNIST")  # fails its checksum in every worker
-    with pytest.raises(RuntimeError, match=r"3 training\(s\) failed \(standard, seed 0; .*a rerun trains only"):
-        D.run(tmp_path / "out", size="quick", data_root=str(bad), log=lambda msg: None, workers=2)
+    out = tmp_path / "out"
+    args = ["reproduce", "dropout-mnist", "--quick", "--workers", "2", "--data-root", str(bad), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tricklab: error: dropout-mnist: 3 training(s) failed (standard, seed 0; dropout, seed 0; "
+                           "dropout + max-norm, seed 0), the first with ") and "ChecksumError" in last
+    assert sorted(p.name for p in (out / "runs").glob("*.failed.txt")) == [
+        "dropout-max-norm-seed0.failed.txt", "dropout-seed0.failed.txt", "standard-seed0.failed.txt"]
+    assert "Traceback" in (out / "runs" / "standard-seed0.failed.txt").read_text()

@@ -148,6 +148,30 @@ def test_a_dead_worker_fails_its_trial_and_the_sweep_goes_on(tmp_path):
     assert summary["failed"] >= 1
 
 
+class TwoArgumentError(Exception):
+    """Unpickling calls ``__init__`` with the message alone, so this one cannot cross processes as itself."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")
+
+
+def raising_trial(cfg, run_dir, score_test=False, callbacks=()):
+    if cfg["optimizer"]["lr"] == 0.1:
+        raise TwoArgumentError("lr 0.1", "refused by the test")
+    return planted_trial(cfg, run_dir, score_test)
+
+
+def test_an_exception_pickling_cannot_carry_fails_its_trial_with_its_message(tmp_path):
+    cfg = config_.resolve({"data": {"name": "mnist1d"}})
+    space = grid.make_space(["optimizer.lr=0.1,0.001,0.01"])
+    summary = run_sweep(cfg, space, out=tmp_path / "sweep", seeds=1, workers=2, trial_fn=f"{__name__}:raising_trial",
+                        test_fn=f"{__name__}:planted_test", log=lambda m: None)
+    assert summary["best"]["params"] == {"optimizer.lr": 0.01} and summary["failed"] == 1
+    failed = next(t for t in study_of(tmp_path / "sweep").trials if t.state.name == "FAIL")
+    error = failed.user_attrs["error"]
+    assert "TwoArgumentError: lr 0.1: refused by the test" in error and "worker process died" not in error
+
+
 def test_a_second_search_in_the_same_folder_is_refused_and_the_first_kept(tmp_path):
     cfg = config_.resolve({"data": {"name": "mnist1d"}})
     kw = dict(out=tmp_path / "sweep", workers=1, trial_fn=f"{__name__}:planted_trial",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -71,6 +72,24 @@ def execute(fn: str, kwargs: dict, threads: int | None = None) -> dict:
     finally:
         if limit is not None:
             limit.restore_original_limits()
+
+
+class TaskError(Exception):
+    """A task's exception that could not cross back from a pool worker as itself; holds its traceback."""
+
+
+def execute_in_worker(fn: str, kwargs: dict, threads: int | None = None) -> dict:
+    """:func:`execute` in a pool worker. An exception that pickling cannot carry back intact (one
+    whose ``__init__`` takes other arguments than its message) would break the whole pool, and every
+    task in it would be run again alone; it is raised as a :class:`TaskError` holding its traceback."""
+    try:
+        return execute(fn, kwargs, threads)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            raise TaskError("".join(traceback.format_exception(exc)).rstrip()) from None
+        raise
 
 
 def _orphan_watch(parent: int) -> None:
@@ -133,7 +152,7 @@ class LocalBackend:
                     else:
                         pool = pool or new_pool()  # nothing to run: no worker started at all
                         on_start(task, "local pool")
-                        running[pool.submit(execute, task.fn, task.kwargs, threads)] = task
+                        running[pool.submit(execute_in_worker, task.fn, task.kwargs, threads)] = task
                 if not running:
                     if finished:
                         return
@@ -186,7 +205,7 @@ class LocalBackend:
         pool = new_pool()
         try:
             on_start(task, "local pool (alone)")
-            out = pool.submit(execute, task.fn, task.kwargs, 1).result()
+            out = pool.submit(execute_in_worker, task.fn, task.kwargs, 1).result()
         except BrokenProcessPool:
             on_fail(task, "a worker process died (killed, or out of memory) while running this trial")
         except Exception as exc:

@@ -100,9 +100,9 @@ def cmd_reproduce(args) -> int:
         return _fail(exc.args[0])
     size = "quick" if args.quick else "full"
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.name}-{size}"
-    parallel = {"workers": args.workers} if args.workers != 1 else {}
     if args.workers < 1:
         return _fail(f"--workers must be at least 1, got {args.workers}")
+    parallel = {"workers": args.workers} if args.workers != 1 else {}
     if parallel and not _trains_in_parallel(m):
         takes = ", ".join(n for n in reproduce.MODULES if _trains_in_parallel(reproduce.get(n)))
         return _fail(f"--workers: {args.name} runs its trainings in one process (--workers is for {takes})")

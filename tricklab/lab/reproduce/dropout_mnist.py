@@ -23,6 +23,8 @@ The three networks are trained through the one pipeline (``experiment.run``) wit
 the same split, the same initial weights and the same minibatches (dropout masks draw from their
 own generators); training error (on the first TRAIN_SCORED training examples) and test error are
 scored after every epoch by a callback.
+Each training is saved to ``OUT/runs/`` as it finishes and read back by a rerun into the same
+folder (``run``); ``workers`` trains several at once as processes.
 
 References:
     Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. "Dropout: A
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import TricklabError
 from ...fileio import atomic_write_bytes
 from ...train.callbacks import EpochLog
 from .callbacks import EvaluateEachEpoch
@@ -105,27 +108,27 @@ def train_variant(variant: str, s: dict, data: dict, seed: int, data_root, log) 
 
 def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = None, log=print,
         workers: int = 1) -> dict:
-    """Train every (variant, seed) of ``size`` and write the report. Each training is saved to
-    ``OUT/runs/`` as it finishes; started again with the same arguments, the reproduction reads the
-    trainings whose configuration is unchanged and trains only the others, so a crash or Ctrl-C loses
-    only the trainings in flight. ``workers`` > 1 runs that many trainings at once as processes (one
-    BLAS thread each; the trainings do not depend on one another)."""
+    """Train every (variant, seed) of ``size`` and write the report into ``out``. Each training is
+    saved to ``OUT/runs/`` as it finishes; started again into the same ``out``, the reproduction reads
+    the trainings whose :func:`fingerprint` is unchanged and trains only the others, so a crash or
+    Ctrl-C loses only the trainings in flight. ``workers`` > 1 runs that many trainings at once as
+    processes (one BLAS thread each; the trainings do not depend on one another)."""
     s = SIZES[size]
     timer = Timer()
     Path(out, "runs").mkdir(parents=True, exist_ok=True)
     seeds = seeds_of(seed, s)
     jobs = [(v, sd) for sd in seeds for v in VARIANTS]
-    done = {job: rec for job in jobs if (rec := _saved(out, size, *job, data_root)) is not None}
+    done = {job: rec for job in jobs if (rec := _saved(out, size, *job)) is not None}
     if done:
         log(f"{len(done)} of {len(jobs)} trainings read from {Path(out, 'runs')} (their configuration is unchanged)")
     todo = [job for job in jobs if job not in done]
-    if workers > 1 and len(todo) > 1:
+    if workers > 1 and todo:
         done.update(_train_in_processes(out, size, todo, data_root, workers, log))
     else:
         for v, sd in todo:
-            done[v, sd] = _save(out, size, v, sd, data_root, train_job(v, size, sd, data_root, log))
+            done[v, sd] = _save(out, v, sd, train_job(v, size, sd, data_root, log))
     runs = {v: [done[v, sd]["history"] for sd in seeds] for v in VARIANTS}
-    settings = {**settings_of(s, seeds, done[jobs[0]]["sizes"]), "workers": workers,
+    settings = {**settings_of(s, seeds, done[jobs[0]]["sizes"]), "workers_this_invocation": workers,
                 "trainings_read_from_earlier_runs": len(jobs) - len(todo),
                 "training_seconds_summed": round(sum(rec["seconds"] for rec in done.values()), 1)}
     return write(out, size, settings, runs, timer.seconds)
@@ -133,64 +136,86 @@ def run(out: Path, size: str = "full", seed: int = 0, data_root: str | None = No
 
 def train_job(variant: str, size: str, seed: int, data_root: str | None = None, log=None) -> dict:
     """One training of ``variant`` at ``size`` on seed ``seed``'s split (what a worker process runs):
-    its history, the splits' sizes and its seconds. Logs to stderr unless ``log`` is given."""
+    its fingerprint, history, the splits' sizes and its seconds. Logs to stderr unless ``log`` is given."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     timer = Timer()
     s = SIZES[size]
     data = splits(configure(config(s["hidden"], "standard", s["epochs"]["standard"], s, data_root), seed))
     hist = train_variant(variant, s, data, seed, data_root, lambda msg: log(f"seed {seed} {msg}"))
-    return {"history": hist, "sizes": {k: len(y) for k, (_, y) in data.items()}, "seconds": timer.seconds}
+    return {"fingerprint": fingerprint(size, variant, seed), "history": hist,
+            "sizes": {k: len(y) for k, (_, y) in data.items()}, "seconds": timer.seconds}
+
+
+def fingerprint(size: str, variant: str, seed: int) -> dict:
+    """What a saved training must match to be read instead of trained again: its resolved
+    configuration (the data folder left out: the MNIST files are checksummed wherever they lie) and
+    how many training examples its error is scored on, as JSON reads them back."""
+    s = SIZES[size]
+    cfg = configure(config(s["hidden"], variant, s["epochs"][variant], s), seed)
+    return json.loads(json.dumps({"config": cfg, "train_scored": TRAIN_SCORED}))
+
+
+class TrainingsFailed(TricklabError, RuntimeError):
+    """Trainings in worker processes failed; the finished ones are saved."""
 
 
 def _train_in_processes(out: Path, size: str, jobs: list, data_root, workers: int, log) -> dict:
-    """``jobs`` as tasks on a local pool of ``workers`` processes; each saved as it finishes."""
+    """``jobs`` as tasks on a local pool of ``workers`` processes; each saved as it finishes, each
+    failure's traceback written beside the saved trainings."""
     from ..backends import LocalBackend, Task, from_list
 
     tasks = [Task(f"{v}, seed {sd}", f"{__name__}:train_job", {"variant": v, "size": size, "seed": sd,
                                                                   "data_root": data_root}) for v, sd in jobs]
     job_of = {t.key: job for t, job in zip(tasks, jobs)}
-    done, failed = {}, []
+    done, failed = {}, {}
 
     def on_done(task, result):
-        done[job_of[task.key]] = _save(out, size, *job_of[task.key], data_root, result["result"])
+        done[job_of[task.key]] = _save(out, *job_of[task.key], result["result"])
         log(f"{task.key}: done ({len(done)} of {len(jobs)})")
 
     def on_fail(task, trace):
-        log(f"{task.key}: failed\n{trace}")
-        failed.append(task.key)
+        failed[task.key] = trace.strip().splitlines()[-1]
+        atomic_write_bytes(_failure_path(out, *job_of[task.key]), trace.encode())
+        log(f"{task.key}: failed: {failed[task.key]}")
 
     LocalBackend(workers).run(from_list(tasks), lambda task, where: log(f"{task.key}: started"), on_done, on_fail)
     if failed:
-        failed = [t.key for t in tasks if t.key in failed]  # in the order of the jobs, not of their ends
-        raise RuntimeError(f"{NAME}: {len(failed)} training(s) failed ({'; '.join(failed)}); the {len(done)} "
-                           f"finished are saved in {Path(out, 'runs')} and a rerun trains only the others")
+        keys = [t.key for t in tasks if t.key in failed]  # in the order of the jobs, not of their ends
+        raise TrainingsFailed(
+            f"{NAME}: {len(keys)} training(s) failed ({'; '.join(keys)}), the first with {failed[keys[0]]}; "
+            f"tracebacks in {Path(out, 'runs')}/*.failed.txt; the {len(done)} finished are saved there and "
+            f"a rerun trains only the others")
     return done
 
 
 def _record_path(out: Path, variant: str, seed: int) -> Path:
+    """Where the training of (variant, seed) is saved: OUT/runs/dropout-max-norm-seed0.json, ..."""
     return Path(out, "runs", f"{variant.replace(' + ', '-').replace(' ', '-')}-seed{seed}.json")
 
 
-def _job_config(size: str, variant: str, seed: int, data_root) -> dict:
-    """The resolved configuration of one training, as JSON reads it back (what a saved training must match)."""
-    s = SIZES[size]
-    return json.loads(json.dumps(configure(config(s["hidden"], variant, s["epochs"][variant], s, data_root), seed)))
+def _failure_path(out: Path, variant: str, seed: int) -> Path:
+    return _record_path(out, variant, seed).with_suffix(".failed.txt")
 
 
-def _save(out: Path, size: str, variant: str, seed: int, data_root, result: dict) -> dict:
-    record = {"variant": variant, "seed": seed, "config": _job_config(size, variant, seed, data_root), **result}
+RECORD_KEYS = {"fingerprint", "history", "sizes", "seconds"}
+
+
+def _save(out: Path, variant: str, seed: int, result: dict) -> dict:
+    record = {"variant": variant, "seed": seed, **result}
     atomic_write_bytes(_record_path(out, variant, seed), (json.dumps(record) + "\n").encode())
+    _failure_path(out, variant, seed).unlink(missing_ok=True)
     return record
 
 
-def _saved(out: Path, size: str, variant: str, seed: int, data_root) -> dict | None:
-    """The saved training of (variant, seed) if there is one with the same configuration, else None."""
-    path = _record_path(out, variant, seed)
+def _saved(out: Path, size: str, variant: str, seed: int) -> dict | None:
+    """The saved training of (variant, seed) if there is one, whole, with today's fingerprint; else None."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(_record_path(out, variant, seed).read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("config") == _job_config(size, variant, seed, data_root) else None
+    if not isinstance(record, dict) or not RECORD_KEYS <= set(record):
+        return None
+    return record if record["fingerprint"] == fingerprint(size, variant, seed) else None
 
 
 def settings_of(s: dict, seeds: list[int], sizes: dict) -> dict:
