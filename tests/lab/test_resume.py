@@ -64,7 +64,11 @@ def test_kill_9_then_same_command_resumes(tiny_config, tmp_path, subprocess_env)
     again = _sweep(cfg, out, subprocess_env)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err.decode()
-    assert f"{len(finished)} of 3 trials already done ({len(unfinished)} to retry)" in err.decode()
+    # a trial killed between the sampler's ask and its owner's record cannot be told from one another
+    # coordinator is about to start: it is retried once it has gone GRACE seconds without a heartbeat
+    owned = sum("owner" in t.user_attrs for t in unfinished)
+    retried = f" ({owned} to retry)" if owned else ""
+    assert f"{len(finished)} of 3 trials already done{retried}; running" in err.decode(), err.decode()
     after = _trials(db)
     complete = {t.params["optimizer.lr"]: t for t in after if t.state.name == "COMPLETE"}
     assert sorted(complete) == [0.003, 0.01, 0.03]  # every configuration complete, each once
